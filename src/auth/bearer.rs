@@ -1,0 +1,469 @@
+//! Bearer-token extraction, strict enough that the gateway and an upstream can never pick
+//! different credentials out of one request.
+//!
+//! Only `Authorization: Bearer <token>` counts (RFC 6750 2.1); tokens in query strings or
+//! bodies are never looked at, so they cannot leak through URLs into logs. Anything ambiguous
+//! (two headers, two words, odd whitespace) is refused rather than interpreted.
+
+use std::fmt;
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+/// What the Authorization header(s) of a request yield.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    Token(&'a str),
+    Absent,
+}
+
+/// Why the Authorization header was refused (answered 400 `invalid_request` by the caller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadAuthorization {
+    Duplicate,
+    NotAscii,
+    Malformed,
+    TooLong,
+}
+
+impl BadAuthorization {
+    /// Short `snake_case` label, stable enough to use in logs and metric labels.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadAuthorization::Duplicate => "duplicate",
+            BadAuthorization::NotAscii => "not_ascii",
+            BadAuthorization::Malformed => "malformed",
+            BadAuthorization::TooLong => "too_long",
+        }
+    }
+}
+
+impl fmt::Display for BadAuthorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Finds the bearer token of a request, if it carries one.
+///
+/// Another scheme (e.g. `Basic`) yields [`Bearer::Absent`]: such credentials are meant for the
+/// upstream, not for the gateway.
+///
+/// # Errors
+///
+/// [`BadAuthorization`] when the header is duplicated, not visible ASCII, not a well-formed
+/// `Bearer` credential, or carries a token longer than `max_token_bytes`.
+pub fn extract_bearer(
+    headers: &HeaderMap,
+    max_token_bytes: usize,
+) -> Result<Bearer<'_>, BadAuthorization> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(Bearer::Absent);
+    };
+    // With two headers the gateway might validate one token while the upstream honours the
+    // other, whatever their schemes.
+    if values.next().is_some() {
+        return Err(BadAuthorization::Duplicate);
+    }
+    let value = value.to_str().map_err(|_| BadAuthorization::NotAscii)?;
+
+    // Splitting at tabs as well keeps `Bearer<TAB>token` from passing as an unknown scheme
+    // (and so as an anonymous request) instead of being refused.
+    let (scheme, rest) = value
+        .find([' ', '\t'])
+        .and_then(|at| value.split_at_checked(at))
+        .unwrap_or((value, ""));
+    if scheme.is_empty() {
+        // Empty, blank, or starting with whitespace: not a credential of any scheme.
+        return Err(BadAuthorization::Malformed);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Bearer::Absent);
+    }
+    // RFC 6750 asks for `1*SP`: no tabs, and no scheme without a token.
+    let Some(rest) = rest.strip_prefix(' ') else {
+        return Err(BadAuthorization::Malformed);
+    };
+    let token = rest.trim_start_matches(' ');
+    // Checked before the character scan so an oversized header costs nothing more.
+    if token.len() > max_token_bytes {
+        return Err(BadAuthorization::TooLong);
+    }
+    if !is_b64token(token) {
+        return Err(BadAuthorization::Malformed);
+    }
+    Ok(Bearer::Token(token))
+}
+
+/// RFC 6750 2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+///
+/// Anything else, trailing whitespace and a second word included, makes the header ambiguous.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    const MAX: usize = 64;
+
+    fn one(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+        headers
+    }
+
+    fn extract(value: &str) -> Result<Bearer<'_>, BadAuthorization> {
+        // Leaking keeps the borrowed token comparable in tables; fine in tests.
+        let headers: &'static HeaderMap = Box::leak(Box::new(one(value.as_bytes())));
+        extract_bearer(headers, MAX)
+    }
+
+    #[test]
+    fn no_header_is_absent() {
+        assert_eq!(extract_bearer(&HeaderMap::new(), MAX), Ok(Bearer::Absent));
+    }
+
+    #[test]
+    fn other_headers_are_ignored() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "proxy-authorization",
+            HeaderValue::from_static("Bearer abc"),
+        );
+        headers.insert("x-access-token", HeaderValue::from_static("abc"));
+        assert_eq!(extract_bearer(&headers, MAX), Ok(Bearer::Absent));
+    }
+
+    #[test]
+    fn tokens_table() {
+        let cases: &[(&str, &str)] = &[
+            ("Bearer abc", "abc"),
+            ("bearer abc", "abc"),
+            ("BEARER abc", "abc"),
+            ("bEaReR abc", "abc"),
+            ("Bearer  abc", "abc"),
+            ("Bearer     abc", "abc"),
+            ("Bearer a", "a"),
+            (
+                "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+                "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+            ),
+            ("Bearer AZaz09-._~+/", "AZaz09-._~+/"),
+            ("Bearer abc=", "abc="),
+            ("Bearer abc==", "abc=="),
+            ("Bearer a===", "a==="),
+            ("Bearer ...", "..."),
+            ("Bearer //", "//"),
+        ];
+        for (value, token) in cases {
+            assert_eq!(
+                extract(value),
+                Ok(Bearer::Token(token)),
+                "value = {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_schemes_are_absent() {
+        for value in [
+            "Basic dXNlcjpwYXNz",
+            "basic dXNlcjpwYXNz",
+            "Digest username=\"u\", realm=\"r\"",
+            "Negotiate YIIB",
+            "DPoP eyJ.eyJ.sig",
+            "Token abc",
+            "Bearerx abc",
+            "Bearer-x abc",
+            "Bear abc",
+            "Bearer,abc",
+            "Bearer:abc",
+            "xBearer abc",
+            "Basic",
+            "Basic ",
+            "Basic  a b  c  ",
+            "Basic\tx",
+            "Bearerabc",
+            "abc",
+        ] {
+            assert_eq!(extract(value), Ok(Bearer::Absent), "value = {value:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_table() {
+        for value in [
+            "",
+            " ",
+            "   ",
+            "\t",
+            " \t ",
+            " Bearer abc",
+            "\tBearer abc",
+            " Basic abc",
+            "Bearer",
+            "bearer",
+            "Bearer ",
+            "Bearer  ",
+            "Bearer\t",
+            "Bearer\tabc",
+            "Bearer \tabc",
+            "Bearer abc ",
+            "Bearer abc\t",
+            "Bearer abc def",
+            "Bearer abc  def",
+            "Bearer abc\tdef",
+            "Bearer abc,def",
+            "Bearer abc, Basic x",
+            "Bearer =",
+            "Bearer ==",
+            "Bearer =abc",
+            "Bearer a=b",
+            "Bearer abc=def",
+            "Bearer a\"b",
+            "Bearer \"abc\"",
+            "Bearer a:b",
+            "Bearer a;b",
+            "Bearer a%2Eb",
+            "Bearer a@b",
+            "Bearer a!b",
+            "Bearer a*b",
+        ] {
+            assert_eq!(
+                extract(value),
+                Err(BadAuthorization::Malformed),
+                "value = {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_ascii() {
+        for value in [
+            "Bearer \u{e9}".as_bytes(),
+            b"Bearer abc\xff",
+            b"Bearer \x80",
+            b"Basic \xc3\xa9",
+            b"\xff",
+            b"Bearer\xa0abc",
+        ] {
+            let headers = one(value);
+            assert_eq!(
+                extract_bearer(&headers, MAX),
+                Err(BadAuthorization::NotAscii),
+                "value = {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused_whatever_their_schemes() {
+        for (a, b) in [
+            ("Bearer abc", "Bearer abc"),
+            ("Bearer abc", "Bearer def"),
+            ("Bearer abc", "Basic dXNlcjpwYXNz"),
+            ("Basic dXNlcjpwYXNz", "Bearer abc"),
+            ("Basic a", "Basic b"),
+            ("", ""),
+            ("Bearer abc", "\u{e9}"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.append(
+                AUTHORIZATION,
+                HeaderValue::from_bytes(a.as_bytes()).unwrap(),
+            );
+            headers.append(
+                AUTHORIZATION,
+                HeaderValue::from_bytes(b.as_bytes()).unwrap(),
+            );
+            assert_eq!(
+                extract_bearer(&headers, MAX),
+                Err(BadAuthorization::Duplicate),
+                "values = {a:?}, {b:?}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        for _ in 0..3 {
+            headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        }
+        assert_eq!(
+            extract_bearer(&headers, MAX),
+            Err(BadAuthorization::Duplicate)
+        );
+    }
+
+    #[test]
+    fn length_limit_is_inclusive_and_checked_first() {
+        let at = format!("Bearer {}", "a".repeat(MAX));
+        let over = format!("Bearer {}", "a".repeat(MAX + 1));
+        assert_eq!(extract(&at), Ok(Bearer::Token(&at[7..])));
+        assert_eq!(extract(&over), Err(BadAuthorization::TooLong));
+        // The limit applies before the characters are judged.
+        let junk = format!("Bearer {}", "!".repeat(MAX + 1));
+        assert_eq!(extract(&junk), Err(BadAuthorization::TooLong));
+        // Padding counts towards the length; separating spaces do not.
+        let padded = format!("Bearer {}=", "a".repeat(MAX));
+        assert_eq!(extract(&padded), Err(BadAuthorization::TooLong));
+        let spaced = format!("Bearer     {}", "a".repeat(MAX));
+        assert_eq!(extract(&spaced), Ok(Bearer::Token(&spaced[11..])));
+        // A zero limit refuses every token but still tells a missing one apart.
+        let headers = one(b"Bearer a");
+        assert_eq!(extract_bearer(&headers, 0), Err(BadAuthorization::TooLong));
+        let headers = one(b"Bearer ");
+        assert_eq!(
+            extract_bearer(&headers, 0),
+            Err(BadAuthorization::Malformed)
+        );
+        let headers = one(b"Basic a");
+        assert_eq!(extract_bearer(&headers, 0), Ok(Bearer::Absent));
+    }
+
+    #[test]
+    fn token_borrows_from_the_header() {
+        let headers = one(b"Bearer abc");
+        let Ok(Bearer::Token(token)) = extract_bearer(&headers, MAX) else {
+            panic!("expected a token");
+        };
+        let value = headers.get(AUTHORIZATION).unwrap().as_bytes();
+        assert!(value.as_ptr_range().contains(&token.as_ptr()));
+    }
+
+    #[test]
+    fn labels_are_distinct_snake_case() {
+        use BadAuthorization::*;
+        let all = [Duplicate, NotAscii, Malformed, TooLong];
+        let mut labels: Vec<&str> = all.iter().map(|e| e.as_str()).collect();
+        for l in &labels {
+            assert!(
+                l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{l}"
+            );
+        }
+        assert_eq!(TooLong.to_string(), "too_long");
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), all.len());
+    }
+
+    fn b64token() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9._~+/-]{1,40}={0,3}"
+    }
+
+    fn bearer_scheme() -> impl Strategy<Value = String> {
+        // Spelled out: `(?i:...)` would also draw Unicode case variants such as U+017F.
+        "[Bb][Ee][Aa][Rr][Ee][Rr]"
+    }
+
+    /// Header values that look enough like credentials to reach every branch, with any byte
+    /// `HeaderValue` can hold (tabs, obs-text) mixed in.
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        let noise = prop::collection::vec(
+            prop_oneof![
+                6 => 0x20u8..0x7F,
+                1 => Just(b'\t'),
+                1 => 0x80u8..=0xFF,
+                1 => any::<u8>(),
+            ],
+            0..48,
+        );
+        let prefix = prop_oneof![
+            Just(String::new()),
+            bearer_scheme().prop_map(|s| format!("{s} ")),
+            Just("Basic ".to_owned()),
+        ];
+        (prefix, noise).prop_map(|(p, n)| [p.into_bytes(), n].concat())
+    }
+
+    fn candidate() -> impl Strategy<Value = String> {
+        let scheme = prop_oneof![Just(String::new()), bearer_scheme(), "[Bb]asic|x"];
+        (
+            "[ \t]{0,2}",
+            scheme,
+            "[ \t]{0,3}",
+            "[A-Za-z0-9._~+/=\\- ,\t]{0,12}",
+        )
+            .prop_map(|(a, b, c, d)| format!("{a}{b}{c}{d}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn never_panics(
+            values in prop::collection::vec(header_value(), 0..3),
+            max in 0usize..64,
+        ) {
+            let mut headers = HeaderMap::new();
+            for v in &values {
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    headers.append(AUTHORIZATION, v);
+                }
+            }
+            let _ = extract_bearer(&headers, max);
+        }
+
+        #[test]
+        fn any_returned_token_is_valid_and_within_the_limit(
+            value in candidate(),
+            max in 0usize..16,
+        ) {
+            let headers = one(value.as_bytes());
+            match extract_bearer(&headers, max) {
+                Ok(Bearer::Token(token)) => {
+                    prop_assert!(token.len() <= max);
+                    prop_assert!(is_b64token(token));
+                    let (scheme, rest) = value.split_at(6);
+                    prop_assert!(scheme.eq_ignore_ascii_case("bearer"));
+                    prop_assert!(rest.starts_with(' '));
+                    prop_assert_eq!(rest.trim_start_matches(' '), token);
+                }
+                Ok(Bearer::Absent) => {
+                    let scheme = value.split([' ', '\t']).next().unwrap_or_default();
+                    prop_assert!(!scheme.is_empty());
+                    prop_assert!(!scheme.eq_ignore_ascii_case("bearer"));
+                }
+                Err(e) => prop_assert!(matches!(
+                    e,
+                    BadAuthorization::Malformed | BadAuthorization::TooLong
+                )),
+            }
+        }
+
+        #[test]
+        fn well_formed_tokens_round_trip(
+            token in b64token(),
+            scheme in bearer_scheme(),
+            spaces in " {1,4}",
+        ) {
+            let value = format!("{scheme}{spaces}{token}");
+            let headers = one(value.as_bytes());
+            let fits = extract_bearer(&headers, token.len());
+            prop_assert_eq!(fits, Ok(Bearer::Token(token.as_str())));
+            let too_long = extract_bearer(&headers, token.len() - 1);
+            prop_assert_eq!(too_long, Err(BadAuthorization::TooLong));
+            // Re-extracting from a header rebuilt around the token gives the token back.
+            let rebuilt = one(format!("Bearer {token}").as_bytes());
+            prop_assert_eq!(extract_bearer(&rebuilt, MAX), Ok(Bearer::Token(token.as_str())));
+        }
+
+        #[test]
+        fn anything_after_the_token_is_malformed(
+            token in b64token(),
+            tail in "[ \t][ \t!-~]{0,8}",
+        ) {
+            let value = format!("Bearer {token}{tail}");
+            let headers = one(value.as_bytes());
+            prop_assert_eq!(extract_bearer(&headers, MAX), Err(BadAuthorization::Malformed));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Tokens that already passed signature and provider checks, so a repeat request skips base64,
+//! JSON and crypto. Only verified tokens enter, so a flood of garbage cannot evict good entries.
+//!
+//! An entry is keyed by the token itself (comparing the whole token on a hit is what makes a hit
+//! safe) and remembers the provider and the key that verified it: it dies at the token's `exp`,
+//! when its key leaves the JWKS, and when its provider's settings change on reload.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use moka::Expiry;
+
+use super::jwk::VerifyingKey;
+use super::keyset::ProviderKeys;
+use super::token::VerifiedClaims;
+
+/// Tokens without `exp` (allowed only when a provider drops it from require_claims) are
+/// re-verified at least this often.
+const MAX_TTL: Duration = Duration::from_secs(3600);
+
+pub struct CachedToken {
+    pub provider: Arc<ProviderKeys>,
+    pub key: Arc<VerifyingKey>,
+    pub claims: VerifiedClaims,
+    ttl: Duration,
+}
+
+impl CachedToken {
+    pub fn new(
+        provider: Arc<ProviderKeys>,
+        key: Arc<VerifyingKey>,
+        claims: VerifiedClaims,
+        now_unix: f64,
+    ) -> CachedToken {
+        let ttl = match claims.exp {
+            Some(exp) if exp > now_unix => {
+                Duration::from_secs_f64((exp - now_unix).min(MAX_TTL.as_secs_f64()))
+            }
+            Some(_) => Duration::ZERO,
+            None => MAX_TTL,
+        };
+        CachedToken {
+            provider,
+            key,
+            claims,
+            ttl,
+        }
+    }
+
+    /// Whether the key that verified this token is still served by its provider.
+    pub fn key_still_current(&self) -> bool {
+        self.provider.holds(&self.key)
+    }
+}
+
+struct UntilExp;
+
+impl Expiry<Arc<str>, Arc<CachedToken>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        value: &Arc<CachedToken>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+#[derive(Clone)]
+pub struct VerifiedCache {
+    cache: Cache<Arc<str>, Arc<CachedToken>>,
+}
+
+impl VerifiedCache {
+    pub fn new(max_entries: u64) -> VerifiedCache {
+        VerifiedCache {
+            cache: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(UntilExp)
+                .build(),
+        }
+    }
+
+    pub fn get(&self, token: &str) -> Option<Arc<CachedToken>> {
+        self.cache.get(token)
+    }
+
+    pub fn insert(&self, token: &str, entry: CachedToken) -> Arc<CachedToken> {
+        let entry = Arc::new(entry);
+        if !entry.ttl.is_zero() {
+            self.cache.insert(Arc::from(token), entry.clone());
+        }
+        entry
+    }
+
+    pub fn remove(&self, token: &str) {
+        self.cache.invalidate(token);
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+}

@@ -1,0 +1,108 @@
+//! The command line: `run` (default), `check` (with `--request` to explain a decision), `demo`.
+//! Each command maps its failure to the contract's exit code: 1 for config, 2 for runtime.
+
+mod check;
+mod explain;
+mod run;
+
+pub(crate) use run::shutdown_signal;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::LoadError;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jwt-gateway",
+    version,
+    about = "A JWT-validating reverse proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "JWT_GATEWAY_CONFIG",
+        default_value = "gateway.yaml",
+        global = true
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the configuration and print the route table, or explain one request offline.
+    Check {
+        /// A request to explain, e.g. 'GET https://api.example.com/orders/7'.
+        #[arg(long)]
+        request: Option<String>,
+        /// The bearer token the request would carry.
+        #[arg(long, requires = "request")]
+        token: Option<String>,
+    },
+    /// Start a self-contained stack on loopback (demo issuer, echo upstream, this gateway.yaml).
+    Demo,
+}
+
+/// A command's failure, carrying its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] LoadError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 1,
+            CliError::Runtime(_) => 2,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    crate::install_crypto_provider();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run::run(&cli.config),
+        Command::Check { request: None, .. } => check::check(&cli.config),
+        Command::Check {
+            request: Some(request),
+            token,
+        } => explain::explain(&cli.config, &request, token.as_deref()),
+        Command::Demo => crate::demo::run(&cli.config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// A multi-threaded runtime; failing to build one is a runtime failure.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(format!("cannot start the async runtime: {e}")))
+}

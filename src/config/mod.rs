@@ -1,0 +1,294 @@
+//! The gateway's configuration, parsed once from `gateway.yaml` into checked types.
+//!
+//! Everything downstream works with these types: no string lookups, no re-validation, no YAML.
+//! `load` returns every problem at once, each naming its YAML path, so an operator fixes a broken
+//! file in one pass instead of one error per restart.
+
+mod compile;
+mod duration;
+mod yaml;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::{Method, Uri};
+use ipnet::IpNet;
+
+pub use compile::compile_str;
+pub use duration::parse_duration;
+
+use crate::auth::rules::Requirement;
+use crate::auth::Algorithm;
+use crate::claims::ClaimPath;
+
+/// One problem in the configuration, located by its YAML path (`routes[2].auth.require[0].claim`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has {} error(s):\n{}", .path.display(), .errors.len(), render_errors(.errors))]
+    Invalid {
+        path: PathBuf,
+        errors: Vec<ConfigError>,
+    },
+}
+
+fn render_errors(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and compiles a config file; relative file paths inside it resolve against its folder.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    compile_str(&text, base).map_err(|errors| LoadError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub token_cache: TokenCacheConfig,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub providers: Vec<Arc<ProviderConfig>>,
+    pub routes: Vec<RouteConfig>,
+    pub revocation: RevocationConfig,
+    /// Advice that does not stop the gateway (`check` prints it, `run` logs it).
+    pub warnings: Vec<ConfigError>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub hsts_max_age: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_token_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub auth_failures_per_minute: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16_384,
+            max_token_bytes: 8_192,
+            max_body_bytes: 10_485_760,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(5),
+            max_concurrent_streams: 256,
+            auth_failures_per_minute: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenCacheConfig {
+    pub max_entries: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The Bearer secret for mutating admin calls, read from `admin.token_env` at load.
+    pub token: Option<Secret>,
+}
+
+/// Bytes that must never reach a log line or a debug dump.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeysSource {
+    JwksUrl(reqwest::Url),
+    /// `{issuer}/.well-known/openid-configuration`, whose `jwks_uri` is then fetched.
+    Discovery(reqwest::Url),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksSettings {
+    pub refresh_interval: Duration,
+    pub min_refresh: Duration,
+    pub max_stale: Duration,
+    pub fetch_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub issuer: String,
+    pub keys: Option<KeysSource>,
+    pub algorithms: Vec<Algorithm>,
+    pub shared_secret: Option<Secret>,
+    pub audiences: Vec<String>,
+    pub clock_skew: Duration,
+    pub require_claims: Vec<ClaimPath>,
+    pub require_typ: Option<String>,
+    pub jwks: JwksSettings,
+    pub allow_insecure_jwks_http: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches `a.example.com`, not `example.com`.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// `host` is already lower-cased and stripped of its port.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub uri: Uri,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Prepended to the forwarded path; empty or starting with `/`, never ending with `/`.
+    pub base_path: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenForwarding {
+    Strip,
+    Forward,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimHeader {
+    pub claim: ClaimPath,
+    pub header: HeaderName,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtectedAuth {
+    /// Indexes into `Config::providers`.
+    pub providers: Vec<usize>,
+    pub audience: Option<String>,
+    pub require: Vec<Requirement>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteAuth {
+    Anonymous,
+    Protected(ProtectedAuth),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path_prefix: String,
+    pub methods: Option<Vec<Method>>,
+    pub upstream: Upstream,
+    pub strip_prefix: Option<String>,
+    pub auth: RouteAuth,
+    pub forward_claims: Vec<ClaimHeader>,
+    pub forward_token: TokenForwarding,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevocationConfig {
+    Memory { file: Option<PathBuf> },
+    Redis { url: String },
+}
+
+impl Config {
+    pub fn provider_index(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.name == name)
+    }
+}

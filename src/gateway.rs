@@ -1,0 +1,215 @@
+//! The running gateway: one `Snapshot` of compiled config behind an `ArcSwap`, plus what outlives
+//! a reload (metrics, the verified-token cache, the upstream pool, the JWKS client).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, HeaderValue};
+use rustls_pki_types::CertificateDer;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::cache::VerifiedCache;
+use crate::auth::keyset::ProviderKeys;
+use crate::config::{Config, RouteAuth};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::proxy::route::{Route, RouteTable};
+use crate::proxy::upstream::{upstream_tls, UpstreamClient};
+use crate::server::tls::{self, TlsError};
+
+/// Everything a request reads, built together from one config so a reload never mixes two.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub providers: Vec<Arc<ProviderKeys>>,
+    /// Every header name any route may inject: removed from every incoming request.
+    pub injected_headers: Vec<HeaderName>,
+    /// Metrics of requests refused before a route matched.
+    pub unrouted: RouteMetrics,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub hsts: Option<HeaderValue>,
+}
+
+/// Options for embedding the gateway (tests, the demo); production uses the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayOptions {
+    /// Trust only these roots for JWKS, discovery and TLS upstreams instead of the platform's.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot set up the HTTPS client: {0}")]
+    Client(String),
+}
+
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub cache: VerifiedCache,
+    pub upstream: UpstreamClient,
+    jwks_http: reqwest::Client,
+    background: tokio::sync::Mutex<Background>,
+}
+
+#[derive(Default)]
+struct Background {
+    tasks: JoinSet<()>,
+    /// One token per provider generation, so a reload can stop the refreshers it replaced.
+    refreshers: Vec<(Arc<ProviderKeys>, CancellationToken)>,
+    stop: CancellationToken,
+}
+
+impl Gateway {
+    pub fn new(config: Config, options: GatewayOptions) -> Result<Arc<Gateway>, BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let mut jwks = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("jwt-gateway/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(5));
+        for root in &options.extra_roots {
+            let cert = reqwest::Certificate::from_der(root)
+                .map_err(|e| BuildError::Client(e.to_string()))?;
+            jwks = jwks.tls_certs_only([cert]);
+        }
+        let jwks_http = jwks
+            .build()
+            .map_err(|e| BuildError::Client(e.to_string()))?;
+        let upstream_tls =
+            upstream_tls(&options.extra_roots).map_err(|e| BuildError::Client(e.to_string()))?;
+        let upstream =
+            UpstreamClient::new(config.server.limits.upstream_connect_timeout, upstream_tls);
+        let cache = VerifiedCache::new(config.token_cache.max_entries);
+        let snapshot = build_snapshot(config, &metrics, &jwks_http, None)?;
+        Ok(Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            cache,
+            upstream,
+            jwks_http,
+            background: tokio::sync::Mutex::new(Background::default()),
+        }))
+    }
+
+    /// The current snapshot; a request loads it once and keeps it to the end.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Every provider can verify tokens now.
+    pub fn is_ready(&self) -> bool {
+        self.snapshot.load().providers.iter().all(|p| p.is_ready())
+    }
+
+    /// Starts one JWKS refresher per provider; `stop_background` ends them.
+    pub async fn start_background(&self) {
+        let snapshot = self.snapshot();
+        let mut bg = self.background.lock().await;
+        for provider in &snapshot.providers {
+            spawn_refresher(&mut bg, provider.clone());
+        }
+    }
+
+    pub async fn stop_background(&self) {
+        let mut bg = self.background.lock().await;
+        bg.stop.cancel();
+        while bg.tasks.join_next().await.is_some() {}
+    }
+
+    /// Swaps in a new config. Providers whose settings did not change keep their keys (and so
+    /// their cached tokens); changed ones start fresh, and their old refreshers stop.
+    pub async fn reload(&self, config: Config) -> Result<(), BuildError> {
+        let previous = self.snapshot();
+        let next = build_snapshot(config, &self.metrics, &self.jwks_http, Some(&previous))?;
+        let mut bg = self.background.lock().await;
+        let kept: Vec<Arc<ProviderKeys>> = next.providers.clone();
+        bg.refreshers.retain(|(p, token)| {
+            let alive = kept.iter().any(|k| Arc::ptr_eq(k, p));
+            if !alive {
+                token.cancel();
+            }
+            alive
+        });
+        for provider in &next.providers {
+            if !bg.refreshers.iter().any(|(p, _)| Arc::ptr_eq(p, provider)) {
+                spawn_refresher(&mut bg, provider.clone());
+            }
+        }
+        self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+}
+
+fn spawn_refresher(bg: &mut Background, provider: Arc<ProviderKeys>) {
+    let token = bg.stop.child_token();
+    bg.refreshers.push((provider.clone(), token.clone()));
+    bg.tasks.spawn(provider.run_refresher(token));
+}
+
+fn build_snapshot(
+    config: Config,
+    metrics: &Metrics,
+    jwks_http: &reqwest::Client,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, BuildError> {
+    let providers: Vec<Arc<ProviderKeys>> = config
+        .providers
+        .iter()
+        .map(|pc| {
+            let unchanged = previous.and_then(|s| s.providers.iter().find(|p| *p.config == **pc));
+            match unchanged {
+                Some(p) => p.clone(),
+                None => Arc::new(ProviderKeys::new(
+                    pc.clone(),
+                    jwks_http.clone(),
+                    metrics.provider(&pc.name),
+                )),
+            }
+        })
+        .collect();
+    let routes = config
+        .routes
+        .iter()
+        .map(|rc| Route {
+            providers: match &rc.auth {
+                RouteAuth::Anonymous => Vec::new(),
+                RouteAuth::Protected(auth) => auth
+                    .providers
+                    .iter()
+                    .map(|&i| providers[i].clone())
+                    .collect(),
+            },
+            metrics: metrics.route(&rc.name),
+            config: rc.clone(),
+        })
+        .collect();
+    let mut injected_headers: Vec<HeaderName> = Vec::new();
+    for route in &config.routes {
+        for ch in &route.forward_claims {
+            if !injected_headers.contains(&ch.header) {
+                injected_headers.push(ch.header.clone());
+            }
+        }
+    }
+    let (tls, hsts) = match &config.server.tls {
+        Some(t) => (
+            Some(tls::acceptor(t)?),
+            t.hsts_max_age.map(|age| {
+                HeaderValue::from_str(&format!("max-age={}", age.as_secs()))
+                    .unwrap_or(HeaderValue::from_static("max-age=31536000"))
+            }),
+        ),
+        None => (None, None),
+    };
+    Ok(Snapshot {
+        routes: RouteTable::new(routes),
+        providers,
+        injected_headers,
+        unrouted: metrics.route("none"),
+        tls,
+        hsts,
+        config: Arc::new(config),
+    })
+}

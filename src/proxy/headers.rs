@@ -1,0 +1,239 @@
+//! The headers an upstream receives: nothing a client could use to impersonate the gateway's
+//! verdict (identity headers, `Forwarded`, URL-override headers, hop-by-hop fields) and exactly the
+//! `X-Forwarded-*`, `X-Request-Id` and claim headers the gateway vouches for.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// RFC 9110 7.6.1 hop-by-hop fields, plus the de-facto `Proxy-Connection` and `Keep-Alive`.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers some frameworks trust to override the URL or the client identity.
+static SPOOFABLE: [HeaderName; 3] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Removes hop-by-hop fields, including every field the `Connection` header names. When
+/// `keep_upgrade` is set (a WebSocket handshake being passed through) `Connection: upgrade` and
+/// `Upgrade` survive, since the upstream needs them to switch protocols.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in HOP_BY_HOP.iter() {
+        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes every header any route could inject, and the URL/identity overrides, on every route.
+pub fn strip_spoofable(headers: &mut HeaderMap, injected: &[HeaderName]) {
+    for name in injected.iter().chain(SPOOFABLE.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// A client's `X-Request-Id` is kept when it is 1 to 128 characters of `A-Z a-z 0-9 - _ . :`,
+/// so tracing ids survive the hop while log-injection payloads do not.
+pub fn is_valid_request_id(value: &[u8]) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The request id a client sent if well-formed (exactly one header), else a fresh random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let mut sent = headers.get_all(&X_REQUEST_ID).iter();
+    if let (Some(one), None) = (sent.next(), sent.next()) {
+        if is_valid_request_id(one.as_bytes()) {
+            return one.clone();
+        }
+    }
+    new_request_id()
+}
+
+fn new_request_id() -> HeaderValue {
+    let mut bytes = [0u8; 16];
+    // The id is a correlation handle, not a secret: if the system RNG fails, zeroes still parse.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    let mut text = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        text[2 * i] = HEX[(b >> 4) as usize];
+        text[2 * i + 1] = HEX[(b & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`. A trusted proxy's `X-Forwarded-For` is appended to (and
+/// its `-Proto`/`-Host` kept); anyone else's is replaced, so a client cannot forge its address.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: &[IpNet],
+    proto: &'static str,
+    host: Option<&str>,
+) {
+    let from_trusted = trusted.iter().any(|net| net.contains(&peer));
+    let peer_text = peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if from_trusted && headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
+            format!("{prior}, {peer_text}")
+        }
+        _ => peer_text,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    if !(from_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(from_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(v) => {
+                headers.insert(&X_FORWARDED_HOST, v);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// Bytes of all header names and values, as the `max_header_bytes` limit counts them.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_survives_when_passed_through() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert!(h.get("keep-alive").is_none());
+    }
+
+    #[test]
+    fn forged_identity_and_url_overrides_are_removed() {
+        let mut h = map(&[
+            ("x-auth-subject", "admin"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-other", "1"),
+        ]);
+        strip_spoofable(&mut h, &[HeaderName::from_static("x-auth-subject")]);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_well_formed() {
+        assert_eq!(
+            request_id(&map(&[("x-request-id", "abc-123_x.y:z")])),
+            "abc-123_x.y:z"
+        );
+        for bad in ["", "has space", "semi;colon", &"a".repeat(129)] {
+            let id = request_id(&map(&[("x-request-id", bad)]));
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 32);
+        }
+        let two = map(&[("x-request-id", "a"), ("x-request-id", "b")]);
+        assert_eq!(request_id(&two).len(), 32);
+        assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn forwarded_for_is_replaced_unless_the_peer_is_trusted() {
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        set_forwarded(&mut h, peer, &[], "https", Some("api.example.com"));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.5");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
+
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        set_forwarded(&mut h, peer, &trusted, "https", Some("api.example.com"));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.5");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+}

@@ -1,0 +1,144 @@
+//! The accept loops. `serve` is the one entry for the binary and the tests: it is handed bound
+//! listeners and a shutdown future, and never binds or reads the environment itself.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::admin;
+use crate::gateway::Gateway;
+use crate::proxy::pipeline::{handle, ConnInfo};
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
+/// to `drain` and stops the background refreshers.
+pub async fn serve(
+    listeners: Listeners,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    gateway.start_background().await;
+    let graceful = GracefulShutdown::new();
+    let admin_listener = listeners.admin;
+    let public_listener = listeners.public;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = public_listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_public(&gateway, &graceful, stream, peer),
+                Err(e) => accept_error(e).await,
+            },
+            accepted = admin_listener.accept() => match accepted {
+                Ok((stream, _)) => serve_admin(&gateway, &graceful, stream),
+                Err(e) => accept_error(e).await,
+            },
+        }
+    }
+    drop(public_listener);
+    drop(admin_listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: draining in-flight requests"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!("drain deadline passed; closing remaining connections"),
+    }
+    gateway.stop_background().await;
+}
+
+/// Out of file descriptors and similar: back off instead of spinning on the error.
+async fn accept_error(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+fn connection_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
+    let limits = gateway.snapshot().config.server.limits.clone();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(Some(64))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+fn serve_public(
+    gateway: &Arc<Gateway>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let snapshot = gateway.snapshot();
+    let tls = snapshot.tls.clone();
+    let handshake_timeout = snapshot.config.server.limits.header_read_timeout;
+    let builder = connection_builder(gateway);
+    let gateway = gateway.clone();
+    let watcher = graceful.watcher();
+    tokio::spawn(async move {
+        match tls {
+            Some(acceptor) => {
+                let stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let conn = ConnInfo { peer, tls: true };
+                let service = service_fn(move |req| handle(gateway.clone(), conn, req));
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let _ = watcher.watch(connection.into_owned()).await;
+            }
+            None => {
+                let conn = ConnInfo { peer, tls: false };
+                let service = service_fn(move |req| handle(gateway.clone(), conn, req));
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let _ = watcher.watch(connection.into_owned()).await;
+            }
+        }
+    });
+}
+
+fn serve_admin(gateway: &Arc<Gateway>, graceful: &GracefulShutdown, stream: TcpStream) {
+    let gateway = gateway.clone();
+    let watcher = graceful.watcher();
+    tokio::spawn(async move {
+        let service = service_fn(move |req| admin::handle(gateway.clone(), req));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let _ = watcher.watch(connection).await;
+    });
+}
