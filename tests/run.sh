@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with the Rust toolchain:
+#
+#   bash tests/run.sh
+#
+# Installs (as root, with apt-get) the Debian packages the tests need, then runs formatting,
+# lints, unit and integration tests, the benches' build, the deploy checks, and short bounded
+# smoke runs of the load benchmark and the fuzzers. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages used by tests: redis-server (shared revocation), prometheus (promtool and a
+# real scrape), haproxy, nginx and wrk (load-benchmark smoke run).
+want=()
+command -v redis-server >/dev/null || want+=(redis-server)
+command -v promtool >/dev/null || want+=(prometheus)
+if ((${#want[@]})); then
+  step "installing Debian packages: ${want[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "tests/run.sh: run as root (apt-get install ${want[*]})" >&2
+    exit 1
+  fi
+  # Packages must not start their own services on this machine; tests start what they need.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit, integration, property, Wycheproof vectors)"
+cargo test --locked
+
+step "deploy checks (promtool, Kubernetes schemas, dashboard, systemd)"
+bash deploy/check.sh
