@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::cache::VerifiedCache;
 use crate::auth::keyset::ProviderKeys;
+use crate::auth::revocation::{RevocationError, Revocations};
 use crate::config::{Config, RouteAuth};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::route::{Route, RouteTable};
@@ -43,6 +44,8 @@ pub enum BuildError {
     Tls(#[from] TlsError),
     #[error("cannot set up the HTTPS client: {0}")]
     Client(String),
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
 }
 
 pub struct Gateway {
@@ -50,6 +53,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub cache: VerifiedCache,
     pub upstream: UpstreamClient,
+    /// Revocations outlive reloads: a changed `revocation:` section needs a restart.
+    pub revocations: Arc<Revocations>,
     jwks_http: reqwest::Client,
     background: tokio::sync::Mutex<Background>,
 }
@@ -82,12 +87,14 @@ impl Gateway {
         let upstream =
             UpstreamClient::new(config.server.limits.upstream_connect_timeout, upstream_tls);
         let cache = VerifiedCache::new(config.token_cache.max_entries);
+        let revocations = Arc::new(Revocations::open(&config.revocation, metrics.clone())?);
         let snapshot = build_snapshot(config, &metrics, &jwks_http, None)?;
         Ok(Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             cache,
             upstream,
+            revocations,
             jwks_http,
             background: tokio::sync::Mutex::new(Background::default()),
         }))
@@ -110,6 +117,8 @@ impl Gateway {
         for provider in &snapshot.providers {
             spawn_refresher(&mut bg, provider.clone());
         }
+        let token = bg.stop.child_token();
+        bg.tasks.spawn(self.revocations.clone().run_sync(token));
     }
 
     pub async fn stop_background(&self) {
@@ -122,6 +131,9 @@ impl Gateway {
     /// their cached tokens); changed ones start fresh, and their old refreshers stop.
     pub async fn reload(&self, config: Config) -> Result<(), BuildError> {
         let previous = self.snapshot();
+        if config.revocation != previous.config.revocation {
+            tracing::warn!("the revocation section changed; it takes effect at the next restart");
+        }
         let next = build_snapshot(config, &self.metrics, &self.jwks_http, Some(&previous))?;
         let mut bg = self.background.lock().await;
         let kept: Vec<Arc<ProviderKeys>> = next.providers.clone();

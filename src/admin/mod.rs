@@ -1,4 +1,7 @@
-//! The admin listener: metrics, liveness, readiness. Never served on the public listener.
+//! The admin listener: metrics, liveness, readiness and the revocation API. Never served on the
+//! public listener.
+
+mod revocations;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,12 +18,16 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (request.method(), request.uri().path()) {
+    let path = request.uri().path().to_string();
+    let response = match (request.method(), path.as_str()) {
         (&Method::GET, "/metrics") => metrics(&gateway),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(&gateway),
         (_, "/metrics" | "/healthz" | "/readyz") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        (_, p) if p == "/revocations" || p.starts_with("/revocations/") => {
+            revocations::handle(&gateway, request).await
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
@@ -40,7 +47,8 @@ fn metrics(gateway: &Gateway) -> Response<Full<Bytes>> {
     response
 }
 
-/// 200 when every provider can verify tokens; the body names each provider's state.
+/// 200 when every provider can verify tokens; the body names each provider's state and the
+/// revocation store's (an unreachable Redis is reported, not fatal: known revocations still hold).
 fn readyz(gateway: &Gateway) -> Response<Full<Bytes>> {
     let snapshot = gateway.snapshot();
     let providers: serde_json::Map<String, serde_json::Value> = snapshot
@@ -56,13 +64,26 @@ fn readyz(gateway: &Gateway) -> Response<Full<Bytes>> {
         })
         .collect();
     let ready = snapshot.providers.iter().all(|p| p.is_ready());
-    let body = serde_json::json!({ "ready": ready, "providers": providers }).to_string();
+    let revocation = match gateway.revocations.connected() {
+        None => "embedded",
+        Some(true) => "connected",
+        Some(false) => "unreachable",
+    };
+    let body = serde_json::json!({
+        "ready": ready,
+        "providers": providers,
+        "revocation": {"backend": gateway.revocations.backend_name(), "state": revocation},
+    });
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    json(status, &body)
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -5,6 +5,7 @@ pub mod bearer;
 pub mod cache;
 pub mod jwk;
 pub mod keyset;
+pub mod revocation;
 pub mod rules;
 pub mod token;
 pub mod verify;

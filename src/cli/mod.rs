@@ -3,6 +3,7 @@
 
 mod check;
 mod explain;
+mod revoke;
 mod run;
 
 pub(crate) use run::shutdown_signal;
@@ -47,6 +48,17 @@ enum Command {
         #[arg(long, requires = "request")]
         token: Option<String>,
     },
+    /// Add, list and remove revocations through the admin API.
+    Revoke {
+        /// Admin API base URL (default: http:// + admin.listen from the config).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Environment variable holding the admin token (default: admin.token_env from the config).
+        #[arg(long)]
+        token_env: Option<String>,
+        #[command(subcommand)]
+        command: revoke::RevokeCommand,
+    },
     /// Start a self-contained stack on loopback (demo issuer, echo upstream, this gateway.yaml).
     Demo,
 }
@@ -88,6 +100,11 @@ pub fn main() -> ExitCode {
             request: Some(request),
             token,
         } => explain::explain(&cli.config, &request, token.as_deref()),
+        Command::Revoke {
+            admin,
+            token_env,
+            command,
+        } => revoke::revoke(&cli.config, admin.as_deref(), token_env.as_deref(), command),
         Command::Demo => crate::demo::run(&cli.config),
     };
     match result {

@@ -138,6 +138,10 @@ async fn handle_inner(
                 .claims
                 .check_audience(auth.audience.as_deref(), &entry.provider.config.audiences)
                 .map_err(Denial::InvalidToken)?;
+            // After the cache, so a token revoked while cached is still refused.
+            if gateway.revocations.is_revoked(&entry.claims) {
+                return Err(Denial::InvalidToken(Reason::Revoked));
+            }
             if rules::first_unmet(&auth.require, &entry.claims.claims).is_some() {
                 return Err(Denial::Forbidden);
             }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod keys;
+pub mod redis;
 pub mod servers;
 
 use std::io::{Read, Write};

@@ -1,0 +1,137 @@
+//! `jwt-gateway revoke ...`: a client of the admin API's `/revocations`.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::{runtime, CliError};
+use crate::config;
+
+#[derive(Subcommand, Debug)]
+pub enum RevokeCommand {
+    /// Revoke one token by jti (until --exp) or every token of --sub issued before --not-before.
+    Add {
+        #[arg(long, requires = "exp", conflicts_with_all = ["sub", "not_before"])]
+        jti: Option<String>,
+        /// The token's exp (Unix seconds): the entry is kept until then.
+        #[arg(long)]
+        exp: Option<i64>,
+        #[arg(long, requires = "not_before")]
+        sub: Option<String>,
+        /// Tokens of --sub with iat before this (Unix seconds) are refused.
+        #[arg(long = "not-before")]
+        not_before: Option<i64>,
+    },
+    /// List the revocations in force.
+    List,
+    /// Remove a revocation by its id.
+    Remove { id: String },
+}
+
+pub struct AdminTarget {
+    pub base: String,
+    pub token: Option<String>,
+}
+
+/// The admin URL and token: flags first, else the config's `admin.listen` and `admin.token_env`.
+fn target(
+    config_path: &Path,
+    admin: Option<&str>,
+    token_env: Option<&str>,
+) -> Result<AdminTarget, CliError> {
+    let loaded = if admin.is_none() || token_env.is_none() {
+        Some(config::load(config_path)?)
+    } else {
+        None
+    };
+    let base = match (admin, &loaded) {
+        (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, Some(c)) => {
+            let mut addr = c.admin.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+        (None, None) => {
+            return Err(CliError::Usage(
+                "--admin is required without a config file".into(),
+            ))
+        }
+    };
+    let token = match (token_env, &loaded) {
+        (Some(var), _) => std::env::var(var).ok(),
+        (None, Some(c)) => c
+            .admin
+            .token
+            .as_ref()
+            .map(|s| String::from_utf8_lossy(&s.0).into_owned()),
+        (None, None) => None,
+    };
+    Ok(AdminTarget { base, token })
+}
+
+pub fn revoke(
+    config_path: &Path,
+    admin: Option<&str>,
+    token_env: Option<&str>,
+    command: RevokeCommand,
+) -> Result<(), CliError> {
+    let target = target(config_path, admin, token_env)?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let request = match command {
+        RevokeCommand::Add {
+            jti: Some(jti),
+            exp: Some(exp),
+            ..
+        } => client
+            .post(format!("{}/revocations", target.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(json!({"jti": jti, "exp": exp}).to_string()),
+        RevokeCommand::Add {
+            sub: Some(sub),
+            not_before: Some(nb),
+            ..
+        } => client
+            .post(format!("{}/revocations", target.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(json!({"sub": sub, "not_before": nb}).to_string()),
+        RevokeCommand::Add { .. } => {
+            return Err(CliError::Usage(
+                "revoke add needs --jti with --exp, or --sub with --not-before".into(),
+            ))
+        }
+        RevokeCommand::List => client.get(format!("{}/revocations", target.base)),
+        RevokeCommand::Remove { id } => client.delete(format!("{}/revocations/{id}", target.base)),
+    };
+    let request = match &target.token {
+        Some(t) => request.bearer_auth(t),
+        None => request,
+    };
+    runtime()?.block_on(async move {
+        let response = request.send().await.map_err(|e| {
+            CliError::Runtime(format!(
+                "cannot reach the admin API at {}: {}",
+                target.base,
+                e.without_url()
+            ))
+        })?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            if !body.is_empty() {
+                println!("{body}");
+            }
+            Ok(())
+        } else {
+            Err(CliError::Runtime(format!(
+                "the admin API answered {status}: {}",
+                body.trim()
+            )))
+        }
+    })
+}
