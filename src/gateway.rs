@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::cache::VerifiedCache;
 use crate::auth::keyset::ProviderKeys;
 use crate::auth::revocation::{RevocationError, Revocations};
+use crate::auth::throttle::FailureThrottle;
 use crate::config::{Config, RouteAuth};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::route::{Route, RouteTable};
@@ -55,6 +56,7 @@ pub struct Gateway {
     pub upstream: UpstreamClient,
     /// Revocations outlive reloads: a changed `revocation:` section needs a restart.
     pub revocations: Arc<Revocations>,
+    pub throttle: FailureThrottle,
     jwks_http: reqwest::Client,
     background: tokio::sync::Mutex<Background>,
 }
@@ -95,6 +97,7 @@ impl Gateway {
             cache,
             upstream,
             revocations,
+            throttle: FailureThrottle::new(),
             jwks_http,
             background: tokio::sync::Mutex::new(Background::default()),
         }))

@@ -7,6 +7,7 @@ pub mod jwk;
 pub mod keyset;
 pub mod revocation;
 pub mod rules;
+pub mod throttle;
 pub mod token;
 pub mod verify;
 

@@ -35,9 +35,10 @@ use super::upstream::UpstreamError;
 use crate::auth::bearer::{extract_bearer, Bearer};
 use crate::auth::cache::CachedToken;
 use crate::auth::rules;
+use crate::auth::throttle::client_ip;
 use crate::auth::verify::verify_token;
 use crate::claims;
-use crate::config::{RouteAuth, TokenForwarding};
+use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding};
 use crate::denial::{Denial, Reason};
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::UpstreamErrorKind;
@@ -132,16 +133,30 @@ async fn handle_inner(
     let verified = match &route.config.auth {
         RouteAuth::Anonymous => None,
         RouteAuth::Protected(auth) => {
-            let entry =
-                authenticate(gateway, route, request.headers(), limits.max_token_bytes).await?;
-            entry
-                .claims
-                .check_audience(auth.audience.as_deref(), &entry.provider.config.audiences)
-                .map_err(Denial::InvalidToken)?;
-            // After the cache, so a token revoked while cached is still refused.
-            if gateway.revocations.is_revoked(&entry.claims) {
-                return Err(Denial::InvalidToken(Reason::Revoked));
+            let client = client_ip(
+                ctx.conn.peer.ip(),
+                request.headers(),
+                &snapshot.config.server.trusted_proxies,
+            );
+            if let Some(limit) = limits.auth_failures_per_minute {
+                if let Some(retry_after_secs) = gateway.throttle.blocked(client, limit) {
+                    route.metrics.rate_limited.inc();
+                    return Err(Denial::RateLimited { retry_after_secs });
+                }
             }
+            let entry = authenticate(
+                gateway,
+                route,
+                auth,
+                request.headers(),
+                limits.max_token_bytes,
+            )
+            .await
+            .inspect_err(|denial| {
+                if limits.auth_failures_per_minute.is_some() && counts_as_failure(*denial) {
+                    gateway.throttle.record_failure(client);
+                }
+            })?;
             if rules::first_unmet(&auth.require, &entry.claims.claims).is_some() {
                 return Err(Denial::Forbidden);
             }
@@ -158,6 +173,14 @@ async fn handle_inner(
     forward(gateway, ctx, route, request).await
 }
 
+/// Failures the client caused: a bad or missing credential, not an IdP outage.
+fn counts_as_failure(denial: Denial) -> bool {
+    matches!(
+        denial,
+        Denial::BadAuthorization | Denial::NoToken | Denial::InvalidToken(_)
+    )
+}
+
 fn authority(request: &Request<Incoming>) -> Option<&str> {
     request.uri().authority().map(|a| a.as_str()).or_else(|| {
         request
@@ -167,9 +190,11 @@ fn authority(request: &Request<Incoming>) -> Option<&str> {
     })
 }
 
+/// Who sent the request: a verified token, valid for this route's audience and not revoked.
 async fn authenticate(
     gateway: &Gateway,
     route: &Route,
+    auth: &ProtectedAuth,
     headers: &HeaderMap,
     max_token_bytes: usize,
 ) -> Result<Arc<CachedToken>, Denial> {
@@ -179,7 +204,17 @@ async fn authenticate(
         Err(_) => return Err(Denial::BadAuthorization),
     };
     match verify_token(token, &route.providers, &gateway.cache).await {
-        Ok((entry, _)) => Ok(entry),
+        Ok((entry, _)) => {
+            entry
+                .claims
+                .check_audience(auth.audience.as_deref(), &entry.provider.config.audiences)
+                .map_err(Denial::InvalidToken)?;
+            // After the cache, so a token revoked while cached is still refused.
+            if gateway.revocations.is_revoked(&entry.claims) {
+                return Err(Denial::InvalidToken(Reason::Revoked));
+            }
+            Ok(entry)
+        }
         Err(Reason::KeysUnavailable) => {
             let retry_after_secs = route
                 .providers
