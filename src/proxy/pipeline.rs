@@ -20,9 +20,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -66,6 +68,27 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        conn: ConnInfo,
+        request_id: HeaderValue,
+        method: Method,
+    ) -> RequestCtx {
+        RequestCtx {
+            request_id,
+            started: Instant::now(),
+            conn,
+            snapshot,
+            route: None,
+            method,
+            path: None,
+            decision: None,
+            subject: None,
+            jti: None,
+            upstream_time: None,
+        }
+    }
+
     fn route(&self) -> Option<&Route> {
         self.route.map(|i| &self.snapshot.routes.routes()[i])
     }
@@ -80,19 +103,7 @@ pub async fn handle(
     let snapshot = gateway.snapshot();
     let request_id = headers::request_id(request.headers());
     let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or(""), route = tracing::field::Empty);
-    let mut ctx = RequestCtx {
-        request_id,
-        started: Instant::now(),
-        conn,
-        snapshot,
-        route: None,
-        method: request.method().clone(),
-        path: None,
-        decision: None,
-        subject: None,
-        jti: None,
-        upstream_time: None,
-    };
+    let mut ctx = RequestCtx::new(snapshot, conn, request_id, request.method().clone());
     let response = match handle_inner(&gateway, &mut ctx, request)
         .instrument(span.clone())
         .await
@@ -113,18 +124,43 @@ pub async fn handle(
 async fn handle_inner(
     gateway: &Gateway,
     ctx: &mut RequestCtx,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Denial> {
-    let limits = ctx.snapshot.config.server.limits.clone();
-    if headers::header_bytes(request.headers()) > limits.max_header_bytes {
+    let (mut parts, body) = request.into_parts();
+    let upgrade = is_upgrade(&parts)
+        .then(|| parts.extensions.remove::<OnUpgrade>())
+        .flatten();
+    let snapshot = ctx.snapshot.clone();
+    let index = prepare(gateway, ctx, &mut parts).await?;
+    forward(
+        gateway,
+        ctx,
+        &snapshot.routes.routes()[index],
+        parts,
+        body,
+        upgrade,
+    )
+    .await
+}
+
+/// Every stage before the body moves: limits, normalize, route, authenticate, authorize,
+/// rewrite. No I/O except a JWKS refetch on an unknown kid. Returns the matched route's index;
+/// on success `parts` is the upstream request's head.
+pub async fn prepare(
+    gateway: &Gateway,
+    ctx: &mut RequestCtx,
+    parts: &mut Parts,
+) -> Result<usize, Denial> {
+    let snapshot = ctx.snapshot.clone();
+    let limits = &snapshot.config.server.limits;
+    if headers::header_bytes(&parts.headers) > limits.max_header_bytes {
         return Err(Denial::HeadersTooLarge);
     }
-    let path = normalize_path(request.uri().path()).map_err(|_| Denial::UnsafePath)?;
-    let host = authority(&request).map(request_host).unwrap_or_default();
-    let snapshot = ctx.snapshot.clone();
+    let path = normalize_path(parts.uri.path()).map_err(|_| Denial::UnsafePath)?;
+    let host = authority(parts).map(request_host).unwrap_or_default();
     let index = snapshot
         .routes
-        .match_route_index(&host, request.method(), &path)
+        .match_route_index(&host, &parts.method, &path)
         .ok_or(Denial::NoRoute)?;
     let route = &snapshot.routes.routes()[index];
     ctx.route = Some(index);
@@ -135,7 +171,7 @@ async fn handle_inner(
         RouteAuth::Protected(auth) => {
             let client = client_ip(
                 ctx.conn.peer.ip(),
-                request.headers(),
+                &parts.headers,
                 &snapshot.config.server.trusted_proxies,
             );
             if let Some(limit) = limits.auth_failures_per_minute {
@@ -144,33 +180,27 @@ async fn handle_inner(
                     return Err(Denial::RateLimited { retry_after_secs });
                 }
             }
-            let entry = authenticate(
-                gateway,
-                route,
-                auth,
-                request.headers(),
-                limits.max_token_bytes,
-            )
-            .await
-            .inspect_err(|denial| {
-                if limits.auth_failures_per_minute.is_some() && counts_as_failure(*denial) {
-                    gateway.throttle.record_failure(client);
-                }
-            })?;
+            let entry = authenticate(gateway, route, auth, &parts.headers, limits.max_token_bytes)
+                .await
+                .inspect_err(|denial| {
+                    if limits.auth_failures_per_minute.is_some() && counts_as_failure(*denial) {
+                        gateway.throttle.record_failure(client);
+                    }
+                })?;
             if rules::first_unmet(&auth.require, &entry.claims.claims).is_some() {
                 return Err(Denial::Forbidden);
             }
             Some(entry)
         }
     };
-    rewrite_request(ctx, &snapshot, route, verified.as_deref(), &mut request)?;
+    rewrite_request(ctx, &snapshot, route, verified.as_deref(), parts)?;
     if let Some(entry) = &verified {
         route.metrics.allow();
         ctx.decision = Some(Reason::Ok);
         ctx.subject = entry.claims.sub.clone();
         ctx.jti = entry.claims.jti.clone();
     }
-    forward(gateway, ctx, route, request).await
+    Ok(index)
 }
 
 /// Failures the client caused: a bad or missing credential, not an IdP outage.
@@ -181,10 +211,10 @@ fn counts_as_failure(denial: Denial) -> bool {
     )
 }
 
-fn authority(request: &Request<Incoming>) -> Option<&str> {
-    request.uri().authority().map(|a| a.as_str()).or_else(|| {
-        request
-            .headers()
+fn authority(parts: &Parts) -> Option<&str> {
+    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
     })
@@ -234,17 +264,13 @@ fn rewrite_request(
     snapshot: &Snapshot,
     route: &Route,
     verified: Option<&CachedToken>,
-    request: &mut Request<Incoming>,
+    parts: &mut Parts,
 ) -> Result<(), Denial> {
-    let upgrade = is_upgrade(request);
-    let original_host = authority(request).map(str::to_string);
-    let uri = upstream_uri(
-        route,
-        ctx.path.as_deref().unwrap_or("/"),
-        request.uri().query(),
-    )
-    .ok_or(Denial::UnsafePath)?;
-    let headers = request.headers_mut();
+    let upgrade = is_upgrade(parts);
+    let original_host = authority(parts).map(str::to_string);
+    let uri = upstream_uri(route, ctx.path.as_deref().unwrap_or("/"), parts.uri.query())
+        .ok_or(Denial::UnsafePath)?;
+    let headers = &mut parts.headers;
     headers::strip_hop_by_hop(headers, upgrade);
     headers::strip_spoofable(headers, &snapshot.injected_headers);
     if route.config.forward_token == TokenForwarding::Strip {
@@ -272,17 +298,17 @@ fn rewrite_request(
     if let Ok(host) = HeaderValue::from_str(route.config.upstream.authority.as_str()) {
         headers.insert(header::HOST, host);
     }
-    *request.uri_mut() = uri;
+    parts.uri = uri;
     // HTTP/2 clients arrive as HTTP/2; the upstream pool speaks HTTP/1.1.
-    *request.version_mut() = http::Version::HTTP_11;
+    parts.version = http::Version::HTTP_11;
     Ok(())
 }
 
-fn is_upgrade(request: &Request<Incoming>) -> bool {
-    request.version() == http::Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
-        && request
-            .headers()
+fn is_upgrade(parts: &Parts) -> bool {
+    parts.version == http::Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && parts
+            .headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -334,11 +360,13 @@ async fn forward(
     gateway: &Gateway,
     ctx: &mut RequestCtx,
     route: &Route,
-    mut request: Request<Incoming>,
+    parts: Parts,
+    body: Incoming,
+    client_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<ResponseBody>, Denial> {
-    let limits = ctx.snapshot.config.server.limits.clone();
-    if request
-        .headers()
+    let limits = &ctx.snapshot.config.server.limits;
+    if parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
@@ -346,8 +374,6 @@ async fn forward(
     {
         return Err(Denial::BodyTooLarge);
     }
-    let client_upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
-    let (parts, body) = request.into_parts();
     let (body, exceeded) = LimitedBody::new(body, limits.max_body_bytes);
     let upstream_started = Instant::now();
     let result = gateway
