@@ -2,6 +2,11 @@
 
 mod support;
 
-mod smoke;
+mod attacks;
+mod auth;
+mod jwks;
 mod revocation;
+mod smoke;
 mod throttle;
+mod token_props;
+mod wycheproof;

@@ -2,6 +2,7 @@
 //! itself running in-process through the same `serve` entry the binary uses.
 #![allow(dead_code, unused_imports)]
 
+pub mod denials;
 pub mod keys;
 pub mod redis;
 pub mod servers;
@@ -18,6 +19,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub use denials::{expect_denied, Want};
 pub use keys::{claims, mint_raw, now, TestKey};
 pub use servers::{Issuer, Seen, Upstream};
 

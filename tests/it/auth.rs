@@ -1,0 +1,922 @@
+//! The contract's status table for tokens, every algorithm, Bearer parsing and claims forwarding,
+//! against the real gateway with a real JWKS issuer and a recording upstream on 127.0.0.1.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use serde_json::{json, Value};
+
+use crate::support::denials::decisions;
+use crate::support::keys::rand_suffix;
+use crate::support::{
+    claims, expect_denied, now, raw_exchange, Issuer, TestGateway, TestKey, Upstream, Want,
+};
+
+/// One provider `test` trusting `issuer`, and routes for each kind of rule:
+/// `/public` anonymous; `/api` needs role `orders.read` and forwards identity claims;
+/// `/scoped` needs scope `orders:read`; `/billing` narrows the audience to `billing-api`;
+/// `/fwd` forwards the Authorization header.
+pub fn auth_yaml(
+    issuer: &Issuer,
+    upstream: &Upstream,
+    algorithms: &str,
+    provider_extra: &str,
+    limits: &str,
+) -> String {
+    format!(
+        r#"
+server:
+  insecure_plaintext: true
+  limits: {{ {limits} }}
+providers:
+  - name: test
+    issuer: "{iss}"
+    jwks_url: "{jwks}"
+    allow_insecure_jwks_http: true
+    algorithms: [{algorithms}]
+    audiences: ["orders-api", "billing-api"]
+    require_claims: [exp, iat, sub]
+    clock_skew: 30s
+    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
+{provider_extra}
+routes:
+  - name: public
+    match: {{ path_prefix: /public }}
+    upstream: "{up}"
+    auth: anonymous
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: "{up}"
+    auth:
+      providers: [test]
+      require:
+        - claim: realm_access.roles
+          any_of: [orders.read, admin]
+    forward:
+      claims:
+        sub: X-Auth-Subject
+        realm_access.roles: X-Auth-Roles
+        groups: X-Auth-Groups
+        n: X-Auth-N
+        flag: X-Auth-Flag
+        obj: X-Auth-Obj
+  - name: scoped
+    match: {{ path_prefix: /scoped }}
+    upstream: "{up}"
+    auth:
+      require:
+        - claim: scope
+          all_of: ["orders:read"]
+  - name: billing
+    match: {{ path_prefix: /billing }}
+    upstream: "{up}"
+    auth:
+      audience: billing-api
+  - name: fwd
+    match: {{ path_prefix: /fwd }}
+    upstream: "{up}"
+    auth:
+      providers: [test]
+    forward:
+      token: forward
+      claims:
+        sub: X-Auth-Subject
+"#,
+        iss = issuer.iss(),
+        jwks = issuer.jwks_url(),
+        up = upstream.url(),
+    )
+}
+
+struct Rig {
+    key: TestKey,
+    issuer: Issuer,
+    upstream: Upstream,
+    gw: TestGateway,
+}
+
+impl Rig {
+    async fn start(provider_extra: &str, limits: &str) -> Rig {
+        let key = TestKey::p256("k1");
+        let issuer = Issuer::start(&[(&key, "ES256")]).await;
+        let upstream = Upstream::start().await;
+        let gw = TestGateway::start(&auth_yaml(
+            &issuer,
+            &upstream,
+            "ES256",
+            provider_extra,
+            limits,
+        ))
+        .await;
+        Rig {
+            key,
+            issuer,
+            upstream,
+            gw,
+        }
+    }
+
+    fn claims(&self) -> Value {
+        claims(&self.issuer.iss(), "orders-api")
+    }
+
+    fn token(&self, claims: &Value) -> String {
+        self.key.mint("ES256", claims)
+    }
+
+    fn valid(&self) -> String {
+        self.token(&self.claims())
+    }
+
+    async fn denied(&self, route: &str, path: &str, want: Want, what: &str, token: &str) {
+        expect_denied(
+            &self.gw,
+            &self.upstream,
+            route,
+            want,
+            what,
+            self.gw.get(path, Some(token)),
+        )
+        .await;
+    }
+
+    async fn allowed(&self, path: &str, token: &str, what: &str) -> crate::support::Seen {
+        let before = self.upstream.requests();
+        let r = self.gw.get(path, Some(token)).await;
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "{what}: {body}");
+        assert_eq!(self.upstream.requests(), before + 1, "{what}");
+        self.upstream.last().expect("request seen upstream")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_is_401_with_realm() {
+    let rig = Rig::start("", "").await;
+    let gw = &rig.gw;
+    expect_denied(
+        gw,
+        &rig.upstream,
+        "api",
+        Want::NoToken,
+        "no Authorization",
+        gw.get("/api/orders", None),
+    )
+    .await;
+    expect_denied(
+        gw,
+        &rig.upstream,
+        "api",
+        Want::NoToken,
+        "Basic is not a bearer token",
+        send(
+            gw.client()
+                .get(gw.url("/api/orders"))
+                .header(AUTHORIZATION, "Basic dXNlcjpwYXNz"),
+        ),
+    )
+    .await;
+    let token = rig.valid();
+    for query in ["access_token", "token", "jwt"] {
+        expect_denied(
+            gw,
+            &rig.upstream,
+            "api",
+            Want::NoToken,
+            "token in the query string is ignored",
+            gw.get(&format!("/api/orders?{query}={token}"), None),
+        )
+        .await;
+    }
+    // The same token in the header is fine: the refusals above were about where it was.
+    rig.allowed("/api/orders", &token, "control").await;
+}
+
+/// Sends a request built by the test; a transport error fails the test.
+pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("request to gateway")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_scheme_is_case_insensitive() {
+    let rig = Rig::start("", "").await;
+    let token = rig.valid();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = rig
+            .gw
+            .client()
+            .get(rig.gw.url("/api/x"))
+            .header(AUTHORIZATION, format!("{scheme} {token}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "scheme {scheme}");
+    }
+    assert_eq!(rig.upstream.requests(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_authorization_is_400_invalid_request() {
+    let rig = Rig::start("", "").await;
+    let gw = &rig.gw;
+    let token = rig.valid();
+    // Leading and trailing whitespace is not part of a field value (RFC 9110 5.5), so it is
+    // not a case here: the HTTP parser removes it before the gateway looks.
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"Bearer".to_vec(), "scheme without a token"),
+        (b"Bearer ".to_vec(), "scheme and a space"),
+        (format!("Bearer {token} extra").into_bytes(), "two words"),
+        (format!("Bearer\t{token}").into_bytes(), "tab separator"),
+        (format!("Bearer {token},x").into_bytes(), "comma"),
+        (format!("Bearer \"{token}\"").into_bytes(), "quoted token"),
+        (format!("Bearer  {token}x y").into_bytes(), "space inside"),
+        (
+            format!("Bearer {token}!").into_bytes(),
+            "character outside b64token",
+        ),
+        (
+            [b"Bearer ".as_slice(), token.as_bytes(), b"\xc3\xa9"].concat(),
+            "non-ASCII byte",
+        ),
+    ];
+    for (value, what) in cases {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(&value).expect("sendable header value"),
+        );
+        expect_denied(
+            gw,
+            &rig.upstream,
+            "api",
+            Want::BadRequest,
+            what,
+            send(gw.client().get(gw.url("/api/x")).headers(headers)),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_headers_are_400() {
+    let rig = Rig::start("", "").await;
+    let gw = &rig.gw;
+    let token = rig.valid();
+    for second in [format!("Bearer {token}"), "Basic dXNlcjpwYXNz".to_string()] {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("hv"),
+        );
+        headers.append(AUTHORIZATION, HeaderValue::from_str(&second).expect("hv"));
+        expect_denied(
+            gw,
+            &rig.upstream,
+            "api",
+            Want::BadRequest,
+            "two Authorization headers (client)",
+            send(gw.client().get(gw.url("/api/x")).headers(headers)),
+        )
+        .await;
+    }
+    // On the wire, exactly as a hand-written client would send it.
+    let before = decisions(gw, "deny", "malformed", "api").await;
+    let request = format!(
+        "GET /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let addr = gw.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        raw_exchange(addr, request.as_bytes(), Duration::from_secs(5))
+    })
+    .await
+    .expect("raw exchange");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer error=\"invalid_request\""),
+        "{answer}"
+    );
+    assert_eq!(rig.upstream.requests(), 0);
+    assert_eq!(
+        decisions(gw, "deny", "malformed", "api").await,
+        before + 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_over_max_token_bytes_is_400() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let at_limit = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let limit = at_limit.len();
+    let gw = TestGateway::start(&auth_yaml(
+        &issuer,
+        &upstream,
+        "ES256",
+        "",
+        &format!("max_token_bytes: {limit}"),
+    ))
+    .await;
+    let r = gw.get("/api/x", Some(&at_limit)).await;
+    assert_eq!(r.status(), 200, "a token of exactly max_token_bytes passes");
+    let mut c = claims(&issuer.iss(), "orders-api");
+    c["pad"] = json!("x".repeat(8));
+    let over = key.mint("ES256", &c);
+    assert!(over.len() > limit);
+    expect_denied(
+        &gw,
+        &upstream,
+        "api",
+        Want::BadRequest,
+        "token over max_token_bytes",
+        gw.get("/api/x", Some(&over)),
+    )
+    .await;
+    // Far over the default limit too (8192), with a header well under max_header_bytes.
+    let mut c = claims(&issuer.iss(), "orders-api");
+    c["pad"] = json!("x".repeat(9000));
+    expect_denied(
+        &gw,
+        &upstream,
+        "api",
+        Want::BadRequest,
+        "token of 12 KB",
+        gw.get("/api/x", Some(&key.mint("ES256", &c))),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_tokens_are_401_with_their_reason() {
+    let rig = Rig::start("", "").await;
+    let iss = rig.issuer.iss();
+    let now = now();
+    let valid = rig.valid();
+
+    // Bad signature: the last signature byte changed (still canonical base64url).
+    let (input, sig) = valid.rsplit_once('.').expect("three parts");
+    let mut sig_bytes = base64_decode(sig);
+    sig_bytes[10] ^= 0x01;
+    let forged = format!("{input}.{}", crate::support::keys::b64(&sig_bytes));
+    rig.denied(
+        "api",
+        "/api/x",
+        Want::Invalid("bad_signature"),
+        "bad signature",
+        &forged,
+    )
+    .await;
+
+    // A kid the issuer does not publish, even after the refetch it triggers.
+    let stranger = TestKey::p256("not-published");
+    rig.denied(
+        "api",
+        "/api/x",
+        Want::Invalid("unknown_kid"),
+        "unknown kid",
+        &stranger.mint("ES256", &rig.claims()),
+    )
+    .await;
+
+    // RS256 is not in this provider's allow-list.
+    rig.denied(
+        "api",
+        "/api/x",
+        Want::Invalid("alg_not_allowed"),
+        "alg not allowed",
+        &TestKey::rsa("k1").mint("RS256", &rig.claims()),
+    )
+    .await;
+
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut c = rig.claims();
+        edit(&mut c);
+        rig.token(&c)
+    };
+    let cases: Vec<(&str, &str, Want, String)> = vec![
+        (
+            "expired beyond clock_skew",
+            "/api/x",
+            Want::Invalid("expired"),
+            with(&|c| c["exp"] = json!(now - 60)),
+        ),
+        (
+            "nbf in the future beyond clock_skew",
+            "/api/x",
+            Want::Invalid("not_yet_valid"),
+            with(&|c| c["nbf"] = json!(now + 120)),
+        ),
+        (
+            "iat in the future beyond clock_skew",
+            "/api/x",
+            Want::Invalid("not_yet_valid"),
+            with(&|c| c["iat"] = json!(now + 120)),
+        ),
+        (
+            "wrong issuer",
+            "/api/x",
+            Want::Invalid("issuer"),
+            with(&|c| c["iss"] = json!(format!("{iss}/other"))),
+        ),
+        (
+            "issuer differing only in a trailing slash",
+            "/api/x",
+            Want::Invalid("issuer"),
+            with(&|c| c["iss"] = json!(format!("{iss}/"))),
+        ),
+        (
+            "audience outside the provider's audiences",
+            "/api/x",
+            Want::Invalid("audience"),
+            with(&|c| c["aud"] = json!(["other-api"])),
+        ),
+        (
+            "no audience at all",
+            "/api/x",
+            Want::Invalid("audience"),
+            with(&|c| {
+                c.as_object_mut().expect("object").remove("aud");
+            }),
+        ),
+        (
+            "provider audience but not the route's audience",
+            "/billing/x",
+            Want::Invalid("audience"),
+            with(&|_| {}),
+        ),
+        (
+            "missing required claim sub",
+            "/api/x",
+            Want::Invalid("missing_claim"),
+            with(&|c| {
+                c.as_object_mut().expect("object").remove("sub");
+            }),
+        ),
+        (
+            "missing required claim iat",
+            "/api/x",
+            Want::Invalid("missing_claim"),
+            with(&|c| {
+                c.as_object_mut().expect("object").remove("iat");
+            }),
+        ),
+        (
+            "missing required claim exp",
+            "/api/x",
+            Want::Invalid("missing_claim"),
+            with(&|c| {
+                c.as_object_mut().expect("object").remove("exp");
+            }),
+        ),
+    ];
+    for (what, path, want, token) in cases {
+        let route = if path.starts_with("/billing") {
+            "billing"
+        } else {
+            "api"
+        };
+        rig.denied(route, path, want, what, &token).await;
+    }
+
+    // Inside clock_skew (30s) the same checks pass; audience via the route's narrower one.
+    rig.allowed(
+        "/api/x",
+        &with(&|c| c["exp"] = json!(now - 5)),
+        "exp 5s ago",
+    )
+    .await;
+    rig.allowed("/api/x", &with(&|c| c["nbf"] = json!(now + 5)), "nbf in 5s")
+        .await;
+    rig.allowed("/api/x", &with(&|c| c["iat"] = json!(now + 5)), "iat in 5s")
+        .await;
+    rig.allowed(
+        "/billing/x",
+        &with(&|c| c["aud"] = json!(["x", "billing-api"])),
+        "route audience in an array",
+    )
+    .await;
+    rig.allowed("/api/x", &valid, "control").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_typ_mismatch_is_401() {
+    let rig = Rig::start(r#"    require_typ: "at+jwt""#, "").await;
+    let c = rig.claims();
+    for typ in [json!("JWT"), json!("at+jwt+x"), json!(null)] {
+        let token = rig.key.mint_with("ES256", json!({ "typ": typ }), &c);
+        rig.denied(
+            "api",
+            "/api/x",
+            Want::Invalid("malformed"),
+            &format!("typ {typ}"),
+            &token,
+        )
+        .await;
+    }
+    for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
+        let token = rig.key.mint_with("ES256", json!({ "typ": typ }), &c);
+        rig.allowed("/api/x", &token, typ).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_token_lacking_role_or_scope_is_403() {
+    let rig = Rig::start("", "").await;
+    let mut c = rig.claims();
+    c["realm_access"] = json!({"roles": ["user"]});
+    rig.denied(
+        "api",
+        "/api/x",
+        Want::Forbidden,
+        "role missing",
+        &rig.token(&c),
+    )
+    .await;
+    c["realm_access"] = json!({"roles": "orders.read.all"});
+    rig.denied(
+        "api",
+        "/api/x",
+        Want::Forbidden,
+        "role as a longer word",
+        &rig.token(&c),
+    )
+    .await;
+    let mut c = rig.claims();
+    c.as_object_mut().expect("object").remove("realm_access");
+    rig.denied(
+        "api",
+        "/api/x",
+        Want::Forbidden,
+        "roles claim absent",
+        &rig.token(&c),
+    )
+    .await;
+
+    for scope in [
+        json!("orders:readwrite"),
+        json!("profile orders:read:all"),
+        json!("Orders:Read"),
+        json!(["orders:readwrite"]),
+        json!(""),
+    ] {
+        let mut c = rig.claims();
+        c["scope"] = scope.clone();
+        rig.denied(
+            "scoped",
+            "/scoped/x",
+            Want::Forbidden,
+            &format!("scope {scope}"),
+            &rig.token(&c),
+        )
+        .await;
+    }
+    for scope in [
+        json!("orders:read"),
+        json!("profile orders:read"),
+        json!(["orders:read"]),
+    ] {
+        let mut c = rig.claims();
+        c["scope"] = scope.clone();
+        rig.allowed("/scoped/x", &rig.token(&c), &format!("scope {scope}"))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_unavailable_is_503_with_retry_after() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    issuer.set_status(500);
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
+    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    expect_denied(
+        &gw,
+        &upstream,
+        "api",
+        Want::Unavailable,
+        "JWKS down before any key was had",
+        gw.get("/api/x", Some(&token)),
+    )
+    .await;
+    let (status, _) = gw.admin_get("/readyz").await;
+    assert_eq!(status, 503);
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    jwt_gateway::auth::token::b64_decode(text).expect("canonical base64url")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Algorithms
+
+/// A JWKS holding one key per family: the RSA key without `alg` (so it serves RS* and PS*),
+/// the others bound to their algorithm.
+fn every_family_jwks(rsa: &TestKey, p256: &TestKey, p384: &TestKey, ed: &TestKey) -> Value {
+    let mut p256_jwk = p256.jwk();
+    p256_jwk["alg"] = json!("ES256");
+    let mut p384_jwk = p384.jwk();
+    p384_jwk["alg"] = json!("ES384");
+    let mut ed_jwk = ed.jwk();
+    ed_jwk["alg"] = json!("EdDSA");
+    json!({ "keys": [rsa.jwk(), p256_jwk, p384_jwk, ed_jwk] })
+}
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-hs-secret";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_is_accepted_when_allowed() {
+    let (rsa, p256, p384, ed) = (
+        TestKey::rsa("rsa"),
+        TestKey::p256("ec256"),
+        TestKey::p384("ec384"),
+        TestKey::ed25519("ed"),
+    );
+    let hmac = TestKey::hmac(SECRET);
+    let issuer = Issuer::start(&[]).await;
+    issuer.set_jwks(every_family_jwks(&rsa, &p256, &p384, &ed));
+    let upstream = Upstream::start().await;
+    let var = format!("JWTGW_TEST_HS_{}", rand_suffix().replace(['-', '_'], "X"));
+    std::env::set_var(&var, std::str::from_utf8(SECRET).expect("ASCII secret"));
+    let gw = TestGateway::start(&auth_yaml(
+        &issuer,
+        &upstream,
+        "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512",
+        &format!("    shared_secret_env: {var}"),
+        "",
+    ))
+    .await;
+    let c = claims(&issuer.iss(), "orders-api");
+    let cases: [(&TestKey, &str); 12] = [
+        (&rsa, "RS256"),
+        (&rsa, "RS384"),
+        (&rsa, "RS512"),
+        (&rsa, "PS256"),
+        (&rsa, "PS384"),
+        (&rsa, "PS512"),
+        (&p256, "ES256"),
+        (&p384, "ES384"),
+        (&ed, "EdDSA"),
+        (&hmac, "HS256"),
+        (&hmac, "HS384"),
+        (&hmac, "HS512"),
+    ];
+    for (i, (key, alg)) in cases.iter().enumerate() {
+        let r = gw.get("/api/x", Some(&key.mint(alg, &c))).await;
+        let status = r.status();
+        assert_eq!(status, 200, "{alg}: {}", r.text().await.unwrap_or_default());
+        assert_eq!(upstream.requests(), i + 1);
+    }
+    assert_eq!(decisions(&gw, "allow", "ok", "api").await, 12.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
+    let (rsa, p256, p384, ed) = (
+        TestKey::rsa("rsa"),
+        TestKey::p256("ec256"),
+        TestKey::p384("ec384"),
+        TestKey::ed25519("ed"),
+    );
+    let hmac = TestKey::hmac(SECRET);
+    let issuer = Issuer::start(&[]).await;
+    issuer.set_jwks(every_family_jwks(&rsa, &p256, &p384, &ed));
+    let upstream = Upstream::start().await;
+    // Only ES256, and no shared secret: every other algorithm is refused before any key is tried.
+    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
+    let c = claims(&issuer.iss(), "orders-api");
+    let refused: [(&TestKey, &str); 11] = [
+        (&rsa, "RS256"),
+        (&rsa, "RS384"),
+        (&rsa, "RS512"),
+        (&rsa, "PS256"),
+        (&rsa, "PS384"),
+        (&rsa, "PS512"),
+        (&p384, "ES384"),
+        (&ed, "EdDSA"),
+        (&hmac, "HS256"),
+        (&hmac, "HS384"),
+        (&hmac, "HS512"),
+    ];
+    for (key, alg) in refused {
+        expect_denied(
+            &gw,
+            &upstream,
+            "api",
+            Want::Invalid("alg_not_allowed"),
+            alg,
+            gw.get("/api/x", Some(&key.mint(alg, &c))),
+        )
+        .await;
+    }
+    let r = gw.get("/api/x", Some(&p256.mint("ES256", &c))).await;
+    assert_eq!(r.status(), 200, "the allowed algorithm still works");
+
+    // The same family is not enough: a provider of RS256 refuses PS256 and RS512 from its key.
+    let upstream2 = Upstream::start().await;
+    let issuer2 = Issuer::start(&[(&rsa, "RS256")]).await;
+    let gw2 = TestGateway::start(&auth_yaml(&issuer2, &upstream2, "RS256", "", "")).await;
+    let c2 = claims(&issuer2.iss(), "orders-api");
+    for alg in ["PS256", "RS512"] {
+        expect_denied(
+            &gw2,
+            &upstream2,
+            "api",
+            Want::Invalid("alg_not_allowed"),
+            alg,
+            gw2.get("/api/x", Some(&rsa.mint(alg, &c2))),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs_secret_under_32_bytes_is_refused_by_config() {
+    let issuer = Issuer::start(&[]).await;
+    let upstream = Upstream::start().await;
+    let var = format!(
+        "JWTGW_TEST_HS_SHORT_{}",
+        rand_suffix().replace(['-', '_'], "X")
+    );
+    std::env::set_var(&var, "x".repeat(31));
+    let err = TestGateway::try_start(&auth_yaml(
+        &issuer,
+        &upstream,
+        "HS256",
+        &format!("    shared_secret_env: {var}"),
+        "",
+    ))
+    .await
+    .err()
+    .expect("a 31-byte secret is refused");
+    assert!(err.contains("shared_secret_env"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claims forwarding
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_rendered_into_headers() {
+    let rig = Rig::start("", "").await;
+    let mut c = rig.claims();
+    c["groups"] = json!(["eng", "ops"]);
+    c["n"] = json!(42);
+    c["flag"] = json!(true);
+    c["obj"] = json!({"a": 1, "b": ["x", "y"], "c": {"d": null}});
+    c["sub"] = json!("José, Jr.");
+    let seen = rig.allowed("/api/x", &rig.token(&c), "claims").await;
+    let h = |name: &str| {
+        let all: Vec<&str> = seen
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ASCII"))
+            .collect();
+        assert_eq!(all.len(), 1, "{name} once: {all:?}");
+        all[0].to_string()
+    };
+    assert_eq!(
+        seen.headers["x-auth-subject"].as_bytes(),
+        "José, Jr.".as_bytes(),
+        "a string travels as it is, commas and UTF-8 included"
+    );
+    assert_eq!(h("x-auth-roles"), "orders.read,user");
+    assert_eq!(h("x-auth-groups"), "eng,ops");
+    assert_eq!(h("x-auth-n"), "42");
+    assert_eq!(h("x-auth-flag"), "true");
+    assert_eq!(h("x-auth-obj"), r#"{"a":1,"b":["x","y"],"c":{"d":null}}"#);
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "strip is the default"
+    );
+
+    // Numbers and floats as JSON text; an absent claim sends no header (and no spoofed one).
+    let mut c = rig.claims();
+    c["n"] = json!(1.5);
+    c["flag"] = json!(false);
+    let r = rig
+        .gw
+        .client()
+        .get(rig.gw.url("/api/x"))
+        .bearer_auth(rig.token(&c))
+        .header("X-Auth-Groups", "admins")
+        .header("X-Auth-Subject", "mallory")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let seen = rig.upstream.last().expect("seen");
+    assert_eq!(seen.headers["x-auth-n"], "1.5");
+    assert_eq!(seen.headers["x-auth-flag"], "false");
+    // Arrays of scalars are joined; arrays holding arrays or objects travel as compact JSON.
+    for (value, rendered) in [
+        (json!([1, "a", true, 2.5]), "1,a,true,2.5"),
+        (json!([["a", "b"], "c"]), r#"[["a","b"],"c"]"#),
+        (json!([{"k": "v,w"}]), r#"[{"k":"v,w"}]"#),
+        (json!([]), ""),
+    ] {
+        let mut c = rig.claims();
+        c["groups"] = value.clone();
+        let seen = rig
+            .allowed("/api/x", &rig.token(&c), &value.to_string())
+            .await;
+        assert_eq!(seen.headers["x-auth-groups"], rendered, "{value}");
+    }
+    assert!(seen.headers.get("x-auth-groups").is_none(), "spoof removed");
+    assert_eq!(seen.headers.get_all("x-auth-subject").iter().count(), 1);
+    assert_eq!(seen.headers["x-auth-subject"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrepresentable_claims_deny_as_malformed() {
+    let rig = Rig::start("", "").await;
+    let cases: Vec<(&str, &str, Value)> = vec![
+        (
+            "groups",
+            "comma inside an array element",
+            json!(["a,b", "c"]),
+        ),
+        (
+            "groups",
+            "control character in an array element",
+            json!(["a\u{7}"]),
+        ),
+        ("sub", "newline in a string", json!("alice\r\nX-Admin: 1")),
+        ("sub", "NUL in a string", json!("ali\u{0}ce")),
+        ("sub", "DEL in a string", json!("ali\u{7f}ce")),
+        ("sub", "leading space (HTTP would trim it)", json!(" alice")),
+        ("sub", "trailing tab (HTTP would trim it)", json!("alice\t")),
+        (
+            "groups",
+            "element with surrounding space",
+            json!(["a", " b"]),
+        ),
+        (
+            "realm_access",
+            "control character in a forwarded role",
+            json!({"roles": ["orders.read", "x\u{1b}y"]}),
+        ),
+    ];
+    for (claim, what, value) in cases {
+        let mut c = rig.claims();
+        c[claim] = value;
+        rig.denied(
+            "api",
+            "/api/x",
+            Want::Invalid("malformed"),
+            what,
+            &rig.token(&c),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_token_keeps_authorization_and_strip_removes_it() {
+    let rig = Rig::start("", "").await;
+    let token = rig.valid();
+    let seen = rig.allowed("/fwd/x", &token, "forward").await;
+    assert_eq!(
+        seen.headers["authorization"].to_str().expect("ASCII"),
+        format!("Bearer {token}")
+    );
+    assert_eq!(seen.headers["x-auth-subject"], "alice");
+    let seen = rig.allowed("/api/x", &token, "strip").await;
+    assert!(seen.headers.get("authorization").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_are_removed_on_anonymous_routes() {
+    let rig = Rig::start("", "").await;
+    let r = rig
+        .gw
+        .client()
+        .get(rig.gw.url("/public/x"))
+        .header("X-Auth-Subject", "mallory")
+        .header("x-auth-roles", "admin")
+        .header("X-AUTH-OBJ", "{}")
+        .header("X-Unrelated", "kept")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let seen = rig.upstream.last().expect("seen");
+    for name in ["x-auth-subject", "x-auth-roles", "x-auth-obj"] {
+        assert!(seen.headers.get(name).is_none(), "{name} must be removed");
+    }
+    assert_eq!(seen.headers["x-unrelated"], "kept");
+    // An anonymous route with a token: the token is not looked at, nothing is injected.
+    let r = rig.gw.get("/public/x", Some(&rig.valid())).await;
+    assert_eq!(r.status(), 200);
+    assert!(rig
+        .upstream
+        .last()
+        .expect("seen")
+        .headers
+        .get("x-auth-subject")
+        .is_none());
+}
