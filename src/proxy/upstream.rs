@@ -52,8 +52,18 @@ impl UpstreamClient {
         request: Request<LimitedBody>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        // Only a request being passed through as an upgrade still carries `Upgrade` here.
+        let asked_to_upgrade = request.headers().contains_key(http::header::UPGRADE);
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Failed(UpstreamErrorKind::Timeout)),
+            // A 101 nobody asked for has no protocol behind it: relaying it would leave the
+            // client with a switched connection that carries nothing.
+            Ok(Ok(response))
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    && !asked_to_upgrade =>
+            {
+                Err(UpstreamError::Failed(UpstreamErrorKind::Protocol))
+            }
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(classify(&e)),
         }

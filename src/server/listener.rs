@@ -9,11 +9,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::admin;
 use crate::gateway::Gateway;
 use crate::proxy::pipeline::{handle, ConnInfo};
+use crate::server::preface::{read_preface, Prefixed};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -96,37 +98,69 @@ fn serve_public(
     let _ = stream.set_nodelay(true);
     let snapshot = gateway.snapshot();
     let tls = snapshot.tls.clone();
-    let handshake_timeout = snapshot.config.server.limits.header_read_timeout;
+    // The TLS handshake and the first bytes share one deadline; hyper's HTTP/1 header timeout
+    // takes over once the protocol is known.
+    let deadline = tokio::time::Instant::now() + snapshot.config.server.limits.header_read_timeout;
     let builder = connection_builder(gateway);
     let gateway = gateway.clone();
     let watcher = graceful.watcher();
     tokio::spawn(async move {
         match tls {
             Some(acceptor) => {
-                let stream =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
+                let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let Some(stream) = first_bytes(stream, deadline).await else {
+                    return;
+                };
                 let conn = ConnInfo { peer, tls: true };
-                let service = service_fn(move |req| handle(gateway.clone(), conn, req));
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let _ = watcher.watch(connection.into_owned()).await;
+                serve_http(builder, stream, gateway, conn, watcher).await;
             }
             None => {
+                let Some(stream) = first_bytes(stream, deadline).await else {
+                    return;
+                };
                 let conn = ConnInfo { peer, tls: false };
-                let service = service_fn(move |req| handle(gateway.clone(), conn, req));
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let _ = watcher.watch(connection.into_owned()).await;
+                serve_http(builder, stream, gateway, conn, watcher).await;
             }
         }
     });
+}
+
+/// The connection with its first bytes read (see `preface`), or None if they did not come in
+/// time: a silent or stalled client is dropped instead of holding the connection forever.
+async fn first_bytes<IO: AsyncRead + Unpin>(
+    mut io: IO,
+    deadline: tokio::time::Instant,
+) -> Option<Prefixed<IO>> {
+    match tokio::time::timeout_at(deadline, read_preface(&mut io)).await {
+        Ok(Ok(prefix)) => Some(Prefixed::new(prefix, io)),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            tracing::debug!("client sent no request in time; closing");
+            None
+        }
+    }
+}
+
+async fn serve_http<IO>(
+    builder: auto::Builder<TokioExecutor>,
+    io: IO,
+    gateway: Arc<Gateway>,
+    conn: ConnInfo,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(gateway.clone(), conn, req));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let _ = watcher.watch(connection.into_owned()).await;
 }
 
 fn serve_admin(gateway: &Arc<Gateway>, graceful: &GracefulShutdown, stream: TcpStream) {

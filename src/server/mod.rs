@@ -2,4 +2,5 @@
 //! graceful shutdown.
 
 pub mod listener;
+pub mod preface;
 pub mod tls;

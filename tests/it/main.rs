@@ -4,7 +4,9 @@ mod support;
 
 mod attacks;
 mod auth;
+mod cli;
 mod jwks;
+mod proxy;
 mod revocation;
 mod smoke;
 mod throttle;

@@ -1,0 +1,447 @@
+//! The real binary: `check` (route table, every error with its YAML path, `--request` explain),
+//! `run` exit codes, and draining in-flight requests on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{claims, Issuer, TestKey, Upstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jwt-gateway");
+
+/// Runs the binary to completion off the async runtime (servers in this process keep serving).
+async fn gateway_cmd(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env_remove("JWT_GATEWAY_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run jwt-gateway")
+    })
+    .await
+    .expect("join")
+}
+
+fn write_config(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_no_panic(out: &Output) {
+    let stderr = text(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_accepts_the_repo_config_and_prints_the_route_table() {
+    let repo_config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
+    let out = gateway_cmd(&["check", "-c", repo_config]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for route in ["status", "orders-read", "orders-write"] {
+        assert!(stdout.contains(route), "route {route} listed:\n{stdout}");
+    }
+    assert!(stdout.contains("api.example.com"), "{stdout}");
+    assert!(stdout.contains("/orders"), "{stdout}");
+    assert!(stdout.contains("anonymous"), "{stdout}");
+    // In matching order.
+    let pos = |s: &str| stdout.find(s).unwrap();
+    assert!(pos("status") < pos("orders-read") && pos("orders-read") < pos("orders-write"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_every_error_with_its_yaml_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = write_config(
+        dir.path(),
+        "broken.yaml",
+        r#"
+server:
+  insecure_plaintext: true
+  limits:
+    max_body_byts: 10
+    header_read_timeout: soon
+routes:
+  - name: one
+    match: { path_prefix: orders }
+    upstream: "http://127.0.0.1:9"
+    auth: anonymous
+  - name: two
+    match: { path_prefix: /two, methodz: [GET] }
+    upstream: "http://127.0.0.1:9"
+  - name: three
+    match: { path_prefix: /three }
+    upstream: "ftp://127.0.0.1:9"
+    auth: anonymous
+"#,
+    );
+    let out = gateway_cmd(&["check", "-c", broken.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_no_panic(&out);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    for path in [
+        "routes[0].match.path_prefix: must start with '/'",
+        "server.limits.max_body_byts: unknown key",
+        "server.limits.header_read_timeout:",
+        "routes[1].match.methodz: unknown key",
+        "routes[1].auth: is required",
+        "routes[2].upstream:",
+    ] {
+        assert!(all.contains(path), "missing {path:?} in:\n{all}");
+    }
+
+    // One problem per file: each still names its path, and exits 1.
+    let cases = [
+        (
+            "top-level typo",
+            "server: { insecure_plaintext: true }\nroutez: []\n",
+            "routez: unknown key",
+        ),
+        (
+            "provider without algorithms",
+            "server: { insecure_plaintext: true }\nproviders:\n  - { name: p, issuer: \"https://i\", jwks_url: \"https://i/jwks\" }\nroutes:\n  - { name: r, match: { path_prefix: / }, upstream: \"http://127.0.0.1:9\", auth: { providers: [p] } }\n",
+            "providers[0].algorithms",
+        ),
+        (
+            "unknown provider on a route",
+            "server: { insecure_plaintext: true }\nroutes:\n  - { name: r, match: { path_prefix: / }, upstream: \"http://127.0.0.1:9\", auth: { providers: [nope] } }\n",
+            "routes[0].auth.providers[0]",
+        ),
+        (
+            "neither tls nor insecure_plaintext",
+            "routes:\n  - { name: r, match: { path_prefix: / }, upstream: \"http://127.0.0.1:9\", auth: anonymous }\n",
+            "server.tls: is required",
+        ),
+        (
+            "not YAML",
+            "routes: [unclosed\n",
+            "not valid YAML",
+        ),
+        (
+            "empty file",
+            "",
+            "empty",
+        ),
+    ];
+    for (what, yaml, expected) in cases {
+        let path = write_config(dir.path(), "case.yaml", yaml);
+        let out = gateway_cmd(&["check", "-c", path.to_str().unwrap()]).await;
+        assert_no_panic(&out);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{what}: {all}");
+        assert!(
+            all.contains(expected),
+            "{what}: missing {expected:?} in:\n{all}"
+        );
+    }
+
+    let missing = dir.path().join("absent.yaml");
+    for cmd in ["check", "run"] {
+        let out = gateway_cmd(&[cmd, "-c", missing.to_str().unwrap()]).await;
+        assert_eq!(out.status.code(), Some(1), "{cmd} on a missing file");
+        assert_no_panic(&out);
+        assert!(
+            text(&out.stderr).contains("absent.yaml"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+fn explain_yaml(issuer: &Issuer) -> String {
+    format!(
+        r#"
+server:
+  insecure_plaintext: true
+providers:
+  - name: test
+    issuer: "{iss}"
+    jwks_url: "{jwks}"
+    allow_insecure_jwks_http: true
+    algorithms: [ES256]
+    audiences: ["orders-api"]
+routes:
+  - name: orders
+    match: {{ host: api.example.com, path_prefix: /orders }}
+    upstream: "http://127.0.0.1:9"
+    auth:
+      providers: [test]
+      require:
+        - claim: realm_access.roles
+          any_of: [orders.read]
+    forward:
+      claims: {{ sub: X-Auth-Subject }}
+"#,
+        iss = issuer.iss(),
+        jwks = issuer.jwks_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_request_explains_the_decision_without_the_signature() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "gateway.yaml", &explain_yaml(&issuer));
+    let config = config.to_str().unwrap();
+    let request = "GET https://api.example.com/orders/7";
+    let explain = |token: String| async move {
+        let out = gateway_cmd(&[
+            "check",
+            "-c",
+            config,
+            "--request",
+            request,
+            "--token",
+            &token,
+        ])
+        .await;
+        assert_no_panic(&out);
+        let signature = token.rsplit('.').next().unwrap().to_string();
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            !all.contains(&signature),
+            "the signature was printed:\n{all}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{all}");
+        text(&out.stdout)
+    };
+
+    let allowed = explain(key.mint("ES256", &claims(&issuer.iss(), "orders-api"))).await;
+    assert!(allowed.contains("[pass]"), "{allowed}");
+    assert!(!allowed.contains("[FAIL]"), "{allowed}");
+    assert!(allowed.contains("orders"), "{allowed}");
+    assert!(
+        allowed
+            .to_ascii_lowercase()
+            .contains("x-auth-subject: alice"),
+        "{allowed}"
+    );
+    let verdict = allowed
+        .lines()
+        .find(|l| l.starts_with("result:"))
+        .unwrap_or_default();
+    assert!(
+        verdict.contains("200") || verdict.contains("forwarded upstream"),
+        "{allowed}"
+    );
+
+    let mut c = claims(&issuer.iss(), "orders-api");
+    c["realm_access"] = serde_json::json!({"roles": ["user"]});
+    let forbidden = explain(key.mint("ES256", &c)).await;
+    assert!(forbidden.contains("[FAIL]"), "{forbidden}");
+    assert!(forbidden.contains("result: 403"), "{forbidden}");
+
+    let other_key = TestKey::p256("k1");
+    let bad_sig = explain(other_key.mint("ES256", &claims(&issuer.iss(), "orders-api"))).await;
+    assert!(bad_sig.contains("[FAIL] signature"), "{bad_sig}");
+    assert!(bad_sig.contains("result: 401"), "{bad_sig}");
+
+    let out = gateway_cmd(&[
+        "check",
+        "-c",
+        config,
+        "--request",
+        "GET https://api.example.com/orders/7",
+    ])
+    .await;
+    assert!(
+        text(&out.stdout).contains("result: 401"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// A loopback port free right now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run_yaml(port: u16, admin: u16, upstream: &str) -> String {
+    format!(
+        r#"
+server:
+  listen: "127.0.0.1:{port}"
+  insecure_plaintext: true
+admin:
+  listen: "127.0.0.1:{admin}"
+log: {{ level: warn, format: text }}
+routes:
+  - name: all
+    match: {{ path_prefix: / }}
+    upstream: "{upstream}"
+    auth: anonymous
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_on_a_port_in_use_exits_2_with_one_sentence() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "gateway.yaml",
+        &run_yaml(port, free_port(), "http://127.0.0.1:9"),
+    );
+    let out = gateway_cmd(&["run", "-c", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_no_panic(&out);
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(&port.to_string()), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| !l.contains(" WARN ")).count(),
+        1,
+        "one sentence, no dump: {stderr}"
+    );
+    drop(taken);
+
+    // TLS files that cannot be read when the listener starts: a runtime failure too.
+    let config = write_config(
+        dir.path(),
+        "tls.yaml",
+        &format!(
+            r#"
+server:
+  listen: "127.0.0.1:{port}"
+  tls: {{ cert_file: missing.crt, key_file: missing.key }}
+admin:
+  listen: "127.0.0.1:{admin}"
+log: {{ level: warn, format: text }}
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: "http://127.0.0.1:9", auth: anonymous }}
+"#,
+            port = free_port(),
+            admin = free_port()
+        ),
+    );
+    let out = gateway_cmd(&["run", "-c", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_no_panic(&out);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("missing.crt"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config = write_config(
+        dir.path(),
+        "gateway.yaml",
+        &run_yaml(port, admin, &upstream.url()),
+    );
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env_remove("JWT_GATEWAY_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start jwt-gateway");
+    let log_text = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..200 {
+        let health = client
+            .get(format!("http://127.0.0.1:{admin}/healthz"))
+            .send()
+            .await;
+        if health.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !ready {
+        let _ = child.kill();
+        panic!("gateway never became healthy:\n{}", log_text());
+    }
+
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let r = client
+                .get(format!("http://127.0.0.1:{port}/slow/2000"))
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            let body = r.text().await?;
+            Ok::<_, reqwest::Error>((status, body, started.elapsed()))
+        }
+    });
+    let probe = upstream.clone();
+    assert!(
+        crate::proxy::eventually(Duration::from_secs(5), || probe.requests() == 1).await,
+        "the slow request reached the upstream"
+    );
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    // New connections are refused soon after the signal, while the slow one is still running.
+    let mut refused = false;
+    while signalled.elapsed() < Duration::from_millis(1500) {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(refused, "the listener still accepts after SIGTERM");
+    assert!(!slow.is_finished(), "the slow request was cut short");
+
+    let (status, body, took) = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(status, 200);
+    assert!(body.contains("/slow/2000"), "{body}");
+    assert!(took >= Duration::from_millis(2000));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM:\n{}", log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "{}", log_text());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", admin)).is_err());
+    assert_eq!(upstream.requests(), 1);
+}

@@ -1,0 +1,153 @@
+//! WebSocket upgrades pass through on routes that allow them; a protected route still wants its
+//! token before anything reaches the upstream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{es256_issuer, providers_yaml};
+use crate::support::{claims, TestGateway, Upstream};
+
+fn handshake(target: &str, extra: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Sends the handshake; returns the response head and the still-open stream.
+async fn upgrade(addr: SocketAddr, request: &str) -> (String, TcpStream) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("handshake answer in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).into_owned(), stream)
+}
+
+async fn echo_round_trip(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(back, payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_echoes_through_the_gateway() {
+    let (issuer, key) = es256_issuer().await;
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+server:
+  insecure_plaintext: true
+{providers}
+routes:
+  - name: ws
+    match: {{ path_prefix: /ws }}
+    upstream: "{up}"
+    auth: anonymous
+  - name: private-ws
+    match: {{ path_prefix: /private }}
+    strip_prefix: /private
+    upstream: "{up}"
+    auth: {{ providers: [test] }}
+"#,
+        providers = providers_yaml(&issuer),
+        up = upstream.url()
+    ))
+    .await;
+
+    let (head, mut stream) = upgrade(gw.addr, &handshake("/ws", "")).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    echo_round_trip(&mut stream, b"\x81\x05hello").await;
+    echo_round_trip(&mut stream, &[0xA5; 100_000]).await;
+    let seen = upstream.last().unwrap();
+    assert_eq!(seen.path_and_query, "/ws");
+    assert_eq!(seen.headers["upgrade"], "websocket");
+    assert!(seen.headers["connection"]
+        .to_str()
+        .unwrap()
+        .eq_ignore_ascii_case("upgrade"));
+    assert_eq!(
+        seen.headers["sec-websocket-key"],
+        "dGhlIHNhbXBsZSBub25jZQ=="
+    );
+    assert!(seen.headers.get("x-hop").is_none(), "named in Connection");
+    drop(stream);
+
+    // Protected route, no token: 401 and the upstream never hears of it.
+    let (head, _stream) = upgrade(gw.addr, &handshake("/private/ws", "")).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert_eq!(upstream.requests(), 1);
+
+    // With a valid token the same route upgrades.
+    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (head, mut stream) = upgrade(gw.addr, &handshake("/private/ws", &auth)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo_round_trip(&mut stream, b"with a token").await;
+    assert_eq!(upstream.requests(), 2);
+    assert!(upstream
+        .last()
+        .unwrap()
+        .headers
+        .get("authorization")
+        .is_none());
+    gw.stop().await;
+}
+
+/// The test upstream answers `/ws` with 101 whatever was asked. A 101 to a request that did not
+/// ask to upgrade is an upstream protocol error: the client should get 502, not a 101 with no
+/// protocol behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsolicited_101_from_the_upstream_is_a_bad_gateway() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&format!(
+        r#"
+server:
+  insecure_plaintext: true
+routes:
+  - name: ws
+    match: {{ path_prefix: /ws }}
+    upstream: "{up}"
+    auth: anonymous
+"#,
+        up = upstream.url()
+    ))
+    .await;
+    for request in [
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        // `Upgrade` without the `Connection: upgrade` token is no upgrade request either.
+        "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = super::raw(gw.addr, request).await;
+        assert_eq!(r.status, 502, "{request:?}: {r:?}");
+    }
+    assert_eq!(upstream.requests(), 2);
+    assert_eq!(
+        crate::support::metric(
+            &gw.metrics().await,
+            r#"gateway_upstream_errors_total{kind="protocol",route="ws"}"#
+        ),
+        Some(2.0)
+    );
+    gw.stop().await;
+}
