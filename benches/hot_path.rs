@@ -1,0 +1,543 @@
+//! The validation hot path, measured: uncached validation per algorithm next to the bare
+//! aws-lc-rs signature check it cannot avoid (with the ratio printed), jsonwebtoken's `decode` for
+//! reference, the cache hit, route matching with 10 and 1,000 routes, the whole in-process
+//! decision pipeline, the metering itself, and the verified-cache key choice.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use jwt_gateway::auth::jwk::{parse_jwks, VerifyingKey};
+use jwt_gateway::auth::token::{self, unix_now};
+use jwt_gateway::auth::Algorithm;
+use jwt_gateway::config::{compile_str, ProviderConfig};
+use jwt_gateway::proxy::pipeline::{prepare, ConnInfo, RequestCtx};
+use jwt_gateway::{Gateway, GatewayOptions};
+use serde_json::{json, Value};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-bench-secret";
+
+fn b64(b: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Polls a future that must complete without waiting (cache hits, in-memory stages).
+fn ready<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the benchmarked path waited on I/O"),
+    }
+}
+
+/// Signs a JWS signing input with one algorithm's private key.
+type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
+struct Signer {
+    alg: &'static str,
+    jwk: Value,
+    sign: SignFn,
+    raw: Option<ParsedPublicKey>,
+}
+
+fn signers() -> Vec<Signer> {
+    let rsa = Arc::new(RsaKeyPair::generate(KeySize::Rsa2048).expect("rsa"));
+    let n = rsa
+        .public_key()
+        .modulus()
+        .big_endian_without_leading_zero()
+        .to_vec();
+    let e = rsa
+        .public_key()
+        .exponent()
+        .big_endian_without_leading_zero()
+        .to_vec();
+    let rsa_der = rsa_public_der(&n, &e);
+    let rsa_jwk = json!({"kty": "RSA", "kid": "rsa", "n": b64(&n), "e": b64(&e)});
+    let ec = Arc::new(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("ec"));
+    let point = ec.public_key().as_ref().to_vec();
+    let ed = Arc::new(Ed25519KeyPair::generate().expect("ed"));
+    let ed_pub = ed.public_key().as_ref().to_vec();
+    let rsa_sign = |padding: &'static dyn signature::RsaEncoding, rsa: Arc<RsaKeyPair>| {
+        Box::new(move |m: &[u8]| {
+            let mut sig = vec![0; rsa.public_modulus_len()];
+            rsa.sign(padding, &SystemRandom::new(), m, &mut sig)
+                .expect("sign");
+            sig
+        }) as SignFn
+    };
+    let ec2 = ec.clone();
+    let ed2 = ed.clone();
+    vec![
+        Signer {
+            alg: "RS256",
+            jwk: rsa_jwk.clone(),
+            sign: rsa_sign(&signature::RSA_PKCS1_SHA256, rsa.clone()),
+            raw: ParsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &rsa_der).ok(),
+        },
+        Signer {
+            alg: "PS256",
+            jwk: rsa_jwk,
+            sign: rsa_sign(&signature::RSA_PSS_SHA256, rsa),
+            raw: ParsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, &rsa_der).ok(),
+        },
+        Signer {
+            alg: "ES256",
+            jwk: json!({"kty": "EC", "crv": "P-256", "kid": "ec", "x": b64(&point[1..33]), "y": b64(&point[33..])}),
+            sign: Box::new(move |m| {
+                ec2.sign(&SystemRandom::new(), m)
+                    .expect("sign")
+                    .as_ref()
+                    .to_vec()
+            }),
+            raw: ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point).ok(),
+        },
+        Signer {
+            alg: "EdDSA",
+            jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": b64(&ed_pub)}),
+            sign: Box::new(move |m| ed2.sign(m).as_ref().to_vec()),
+            raw: ParsedPublicKey::new(&signature::ED25519, &ed_pub).ok(),
+        },
+        Signer {
+            alg: "HS256",
+            jwk: json!({}),
+            sign: Box::new(|m| {
+                let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET);
+                aws_lc_rs::hmac::sign(&key, m).as_ref().to_vec()
+            }),
+            raw: None,
+        },
+    ]
+}
+
+fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        if content.len() < 128 {
+            out.push(content.len() as u8);
+        } else {
+            let len = (content.len() as u16).to_be_bytes();
+            out.extend([0x82, len[0], len[1]]);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    let int = |m: &[u8]| {
+        let mut c = Vec::new();
+        if m[0] & 0x80 != 0 {
+            c.push(0);
+        }
+        c.extend_from_slice(m);
+        tlv(0x02, &c)
+    };
+    let mut body = int(n);
+    body.extend(int(e));
+    tlv(0x30, &body)
+}
+
+fn claims() -> Value {
+    let now = unix_now() as u64;
+    json!({"iss": "https://idp.bench", "aud": "orders-api", "sub": "alice", "iat": now, "exp": now + 3600,
+           "jti": "bench-1", "email": "alice@example.com", "realm_access": {"roles": ["orders.read", "user"]},
+           "scope": "orders:read profile"})
+}
+
+fn mint(s: &Signer, kid: Option<&str>) -> String {
+    let mut header = json!({"alg": s.alg, "typ": "JWT"});
+    if let Some(k) = kid {
+        header["kid"] = json!(k);
+    }
+    let input = format!("{}.{}", b64(header.to_string()), b64(claims().to_string()));
+    let sig = (s.sign)(input.as_bytes());
+    format!("{input}.{}", b64(sig))
+}
+
+fn provider(alg: &str) -> ProviderConfig {
+    std::env::set_var(
+        "JWT_GATEWAY_BENCH_SECRET",
+        std::str::from_utf8(SECRET).expect("utf8"),
+    );
+    let secret = if alg.starts_with("HS") {
+        "\n    shared_secret_env: JWT_GATEWAY_BENCH_SECRET"
+    } else {
+        "\n    jwks_url: https://idp.bench/jwks"
+    };
+    let yaml = format!(
+        "server: {{insecure_plaintext: true}}\nproviders:\n  - name: p\n    issuer: https://idp.bench\n    algorithms: [{alg}]\n    audiences: [orders-api]{secret}\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: http://127.0.0.1:1\n    auth: anonymous\n"
+    );
+    let config = compile_str(&yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e:?}"));
+    (*config.providers[0]).clone()
+}
+
+/// The gateway's full uncached check: strict decode, key choice, signature, provider claims.
+fn validate(token_text: &str, key: &VerifyingKey, provider: &ProviderConfig) -> bool {
+    let Ok(t) = token::decode(token_text) else {
+        return false;
+    };
+    if !provider.algorithms.contains(&t.alg) || !key.verify(t.alg, t.signing_input, &t.signature) {
+        return false;
+    }
+    token::check_claims(t, provider, unix_now()).is_ok()
+}
+
+fn raw_verify(token_text: &str, raw: &ParsedPublicKey) -> bool {
+    let (input, sig) = token_text.rsplit_once('.').expect("token");
+    let sig = URL_SAFE_NO_PAD.decode(sig).expect("sig");
+    raw.verify_sig(input.as_bytes(), &sig).is_ok()
+}
+
+/// Median of a few timed runs, per iteration; for the printed ratios.
+fn time_per_iter(mut f: impl FnMut()) -> f64 {
+    let mut runs: Vec<f64> = (0..7)
+        .map(|_| {
+            let n = 2000;
+            let start = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            start.elapsed().as_secs_f64() / n as f64
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[3]
+}
+
+fn uncached_validation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("uncached_validation");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for s in signers() {
+        let alg = Algorithm::parse(s.alg).expect("alg");
+        let p = provider(s.alg);
+        let key: VerifyingKey = if alg.is_hmac() {
+            VerifyingKey::shared_secret(SECRET, &[alg]).expect("hmac key")
+        } else {
+            parse_jwks(json!({"keys": [s.jwk]}).to_string().as_bytes(), &[alg])
+                .expect("jwks")
+                .keys
+                .remove(0)
+        };
+        let t = mint(&s, None);
+        assert!(validate(&t, &key, &p), "{} token must validate", s.alg);
+        group.bench_function(format!("{}/gateway", s.alg), |b| {
+            b.iter(|| validate(black_box(&t), &key, &p))
+        });
+        if let Some(raw) = &s.raw {
+            assert!(raw_verify(&t, raw));
+            group.bench_function(format!("{}/raw_aws_lc_rs", s.alg), |b| {
+                b.iter(|| raw_verify(black_box(&t), raw))
+            });
+            let ours = time_per_iter(|| {
+                black_box(validate(&t, &key, &p));
+            });
+            let floor = time_per_iter(|| {
+                black_box(raw_verify(&t, raw));
+            });
+            println!(
+                "ratio {}: gateway validate / raw aws-lc-rs verify = {:.2}x ({:.1} µs vs {:.1} µs)",
+                s.alg,
+                ours / floor,
+                ours * 1e6,
+                floor * 1e6
+            );
+        }
+        if s.alg == "RS256" {
+            let n = s.jwk["n"].as_str().expect("n");
+            let e = s.jwk["e"].as_str().expect("e");
+            let dk =
+                jsonwebtoken::DecodingKey::from_rsa_components(n, e).expect("jsonwebtoken key");
+            let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+            v.set_audience(&["orders-api"]);
+            v.set_issuer(&["https://idp.bench"]);
+            assert!(jsonwebtoken::decode::<Value>(&t, &dk, &v).is_ok());
+            group.bench_function("RS256/jsonwebtoken_decode", |b| {
+                b.iter(|| jsonwebtoken::decode::<Value>(black_box(&t), &dk, &v).is_ok())
+            });
+            if let Some(raw) = &s.raw {
+                let jwt = time_per_iter(|| {
+                    black_box(jsonwebtoken::decode::<Value>(&t, &dk, &v).is_ok());
+                });
+                let floor = time_per_iter(|| {
+                    black_box(raw_verify(&t, raw));
+                });
+                println!(
+                    "ratio RS256: jsonwebtoken::decode / raw aws-lc-rs verify = {:.2}x",
+                    jwt / floor
+                );
+            }
+        }
+    }
+    group.finish();
+}
+
+fn gateway_yaml(routes: usize, jwks_url: &str) -> String {
+    let mut yaml = format!(
+        "server: {{insecure_plaintext: true}}\nlog: {{level: error}}\nproviders:\n  - name: p\n    issuer: https://idp.bench\n    algorithms: [ES256]\n    audiences: [orders-api]\n    jwks_url: {jwks_url}\n    allow_insecure_jwks_http: true\nroutes:\n"
+    );
+    for i in 0..routes.saturating_sub(1) {
+        yaml.push_str(&format!("  - name: r{i}\n    match: {{path_prefix: /svc{i}, methods: [GET]}}\n    upstream: http://127.0.0.1:1\n    auth: anonymous\n"));
+    }
+    yaml.push_str(
+        "  - name: api\n    match: {path_prefix: /api}\n    upstream: http://127.0.0.1:1\n    auth:\n      providers: [p]\n      require:\n        - claim: realm_access.roles\n          any_of: [orders.read]\n    forward:\n      claims:\n        sub: X-Auth-Subject\n        email: X-Auth-Email\n        realm_access.roles: X-Auth-Roles\n",
+    );
+    yaml
+}
+
+/// A gateway whose provider holds `signer`'s key (served once by a loopback JWKS server).
+fn gateway_with_key(routes: usize, jwk: &Value) -> (Arc<Gateway>, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let body = json!({"keys": [jwk]}).to_string();
+    let addr: SocketAddr = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    });
+    let yaml = gateway_yaml(routes, &format!("http://{addr}/jwks"));
+    let config = compile_str(&yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e:?}"));
+    let gateway =
+        rt.block_on(async { Gateway::new(config, GatewayOptions::default()).expect("gateway") });
+    let providers = gateway.snapshot().providers.clone();
+    rt.block_on(async { providers[0].refresh().await.expect("JWKS fetch") });
+    (gateway, rt)
+}
+
+fn cached_paths(c: &mut Criterion) {
+    let es = signers()
+        .into_iter()
+        .find(|s| s.alg == "ES256")
+        .expect("ES256");
+    let mut jwk = es.jwk.clone();
+    jwk["alg"] = json!("ES256");
+    let (gateway, _rt) = gateway_with_key(10, &jwk);
+    let token = mint(&es, Some("ec"));
+    let snapshot = gateway.snapshot();
+    let providers = snapshot
+        .routes
+        .routes()
+        .last()
+        .expect("api route")
+        .providers
+        .clone();
+    let _rt_guard = _rt.enter();
+    let (first, _) = _rt
+        .block_on(jwt_gateway::auth::verify::verify_token(
+            &token,
+            &providers,
+            &gateway.cache,
+        ))
+        .expect("valid");
+    drop(first);
+
+    let mut group = c.benchmark_group("cache_hit");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    group.bench_function("verify_token", |b| {
+        b.iter(|| {
+            ready(jwt_gateway::auth::verify::verify_token(
+                black_box(&token),
+                &providers,
+                &gateway.cache,
+            ))
+            .is_ok()
+        })
+    });
+    group.bench_function("verify_token+revocation_check", |b| {
+        b.iter(|| {
+            let (entry, _) = ready(jwt_gateway::auth::verify::verify_token(
+                black_box(&token),
+                &providers,
+                &gateway.cache,
+            ))
+            .expect("hit");
+            gateway.revocations.is_revoked(&entry.claims)
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("pipeline");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let conn = ConnInfo {
+        peer: "127.0.0.1:40000".parse().expect("addr"),
+        tls: true,
+    };
+    let request = |path: &str, token: Option<&str>| {
+        let mut b = http::Request::builder()
+            .uri(path)
+            .header("host", "api.example.com")
+            .header("user-agent", "bench");
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(()).expect("request").into_parts().0
+    };
+    for (name, path, tok) in [
+        ("anonymous_route", "/svc3/items/7", None),
+        ("cached_token", "/api/orders/7", Some(token.as_str())),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut parts = request(path, tok);
+                let mut ctx = RequestCtx::new(
+                    gateway.snapshot(),
+                    conn,
+                    http::HeaderValue::from_static("bench-id"),
+                    parts.method.clone(),
+                );
+                ready(prepare(&gateway, &mut ctx, &mut parts)).expect("allowed")
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("metering");
+    let route = &snapshot.routes.routes().last().expect("route").metrics;
+    let validation = providers[0].metrics().validation_hit.clone();
+    group.bench_function("per_request_metrics", |b| {
+        b.iter(|| {
+            route.count_response(black_box(200));
+            route.duration.observe(black_box(0.000_8));
+            route.upstream_duration.observe(black_box(0.000_5));
+            route.allow();
+            validation.observe(black_box(0.000_001));
+        })
+    });
+    group.finish();
+}
+
+fn route_matching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_matching");
+    group
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "unused", "x": "", "y": ""});
+    for n in [10usize, 1000] {
+        let yaml = gateway_yaml(n, "http://127.0.0.1:1/jwks");
+        let config =
+            compile_str(&yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e:?}"));
+        let _ = &jwk;
+        let gateway = Gateway::new(config, GatewayOptions::default()).expect("gateway");
+        let snapshot = gateway.snapshot();
+        let method = http::Method::GET;
+        let last_svc = format!("/svc{}/items/7", n.saturating_sub(2));
+        group.bench_function(format!("{n}_routes"), |b| {
+            b.iter(|| {
+                let a = snapshot.routes.match_route_index(
+                    "api.example.com",
+                    &method,
+                    black_box("/api/orders/7"),
+                );
+                let z = snapshot.routes.match_route_index(
+                    "api.example.com",
+                    &method,
+                    black_box(&last_svc),
+                );
+                let miss = snapshot.routes.match_route_index(
+                    "api.example.com",
+                    &method,
+                    black_box("/nowhere/x"),
+                );
+                (a, z, miss)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The cache key choice: the token itself (compared whole on a hit) against its SHA-256 digest.
+fn cache_key(c: &mut Criterion) {
+    let es = signers()
+        .into_iter()
+        .find(|s| s.alg == "ES256")
+        .expect("ES256");
+    let tokens: Vec<String> = (0..1000)
+        .map(|i| {
+            let mut cl = claims();
+            cl["jti"] = json!(format!("jti-{i}"));
+            let input = format!(
+                "{}.{}",
+                b64(json!({"alg":"ES256","kid":"ec"}).to_string()),
+                b64(cl.to_string())
+            );
+            format!("{input}.{}", b64((es.sign)(input.as_bytes())))
+        })
+        .collect();
+    let by_token: moka::sync::Cache<Arc<str>, u64> = moka::sync::Cache::new(10_000);
+    let by_digest: moka::sync::Cache<[u8; 32], u64> = moka::sync::Cache::new(10_000);
+    let digest = |t: &str| -> [u8; 32] {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, t.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    };
+    for (i, t) in tokens.iter().enumerate() {
+        by_token.insert(Arc::from(t.as_str()), i as u64);
+        by_digest.insert(digest(t), i as u64);
+    }
+    println!(
+        "cache key: token length {} bytes vs a 32-byte digest",
+        tokens[0].len()
+    );
+    let mut group = c.benchmark_group("cache_key");
+    let mut i = 0usize;
+    group.bench_function("token_string", |b| {
+        b.iter(|| {
+            i = (i + 1) % tokens.len();
+            by_token.get(tokens[i].as_str())
+        })
+    });
+    group.bench_function("sha256_digest", |b| {
+        b.iter(|| {
+            i = (i + 1) % tokens.len();
+            by_digest.get(&digest(&tokens[i]))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    uncached_validation,
+    cached_paths,
+    route_matching,
+    cache_key
+);
+criterion_main!(benches);
