@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 
 pub use gateway::{Gateway, GatewayOptions};

@@ -105,7 +105,7 @@ impl Metrics {
             )
             .unwrap_or_else(|_| unreachable_metric("gateway_token_cache_entries")),
         );
-        Metrics {
+        let metrics = Metrics {
             requests: counter_vec(
                 r,
                 "gateway_requests_total",
@@ -200,7 +200,13 @@ impl Metrics {
                 &["route"],
             ),
             registry,
+        };
+        // Zero-valued series exist from the start, so `increase()` and alerts see the first event.
+        for result in ["ok", "error"] {
+            metrics.config_reloads.with_label_values(&[result]);
+            metrics.revocation_sync.with_label_values(&[result]);
         }
+        metrics
     }
 
     /// Prometheus text exposition of every family.
@@ -226,7 +232,13 @@ impl Metrics {
             allow: decision("allow", Reason::Ok),
             deny: Reason::ALL.iter().map(|&r| decision("deny", r)).collect(),
             upstream_duration: self.upstream_duration.with_label_values(&[route]),
-            upstream_errors: self.upstream_errors.clone(),
+            upstream_errors: {
+                for kind in UpstreamErrorKind::ALL {
+                    self.upstream_errors
+                        .with_label_values(&[route, kind.as_str()]);
+                }
+                self.upstream_errors.clone()
+            },
             rate_limited: self.rate_limited.with_label_values(&[route]),
         }
     }
@@ -310,6 +322,13 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Reset,
+        UpstreamErrorKind::Protocol,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamErrorKind::Connect => "connect",

@@ -80,6 +80,10 @@ impl ProviderKeys {
             .as_ref()
             .and_then(|s| VerifyingKey::shared_secret(&s.0, &config.algorithms))
             .map(Arc::new);
+        // An HMAC-only provider is ready from the start; its one key counts for the gauge.
+        if config.keys.is_none() && shared_secret.is_some() {
+            metrics.keys.set(1);
+        }
         ProviderKeys {
             config,
             state: ArcSwap::from_pointee(KeySet::default()),

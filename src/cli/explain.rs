@@ -63,7 +63,7 @@ impl Report {
     }
     fn verdict(mut self, denial: Option<Denial>) -> String {
         match denial {
-            None => self.line("result: forwarded upstream"),
+            None => self.line("result: 200 (forwarded upstream; the upstream's answer is relayed)"),
             Some(d) => {
                 let reason = d
                     .auth_reason()

@@ -28,8 +28,15 @@ async fn serve_config(config: Config, config_path: &Path) -> Result<(), CliError
     let gateway = Gateway::new(config, GatewayOptions::default())
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     tokio::spawn(reload_on_sighup(gateway.clone(), config_path.to_path_buf()));
+    let watch_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::reload::watch_config(
+        gateway.clone(),
+        config_path.to_path_buf(),
+        watch_stop.clone(),
+    ));
     tracing::info!(listen = %listeners.public.local_addr().map(|a| a.to_string()).unwrap_or_default(), "jwt-gateway started");
     serve(listeners, gateway, shutdown_signal(), DRAIN_DEADLINE).await;
+    watch_stop.cancel();
     tracing::info!("jwt-gateway stopped");
     Ok(())
 }
@@ -65,26 +72,13 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// A broken new config is logged and counted; the running one keeps serving.
+/// SIGHUP reloads the config file; a broken one is logged and counted, the old one keeps serving.
 async fn reload_on_sighup(gateway: Arc<Gateway>, path: std::path::PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        let result = match config::load(&path) {
-            Ok(config) => gateway.reload(config).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(()) => {
-                gateway.metrics.config_reload(true);
-                tracing::info!("configuration reloaded");
-            }
-            Err(error) => {
-                gateway.metrics.config_reload(false);
-                tracing::error!(%error, "configuration reload refused; the previous configuration keeps serving");
-            }
-        }
+        let _ = crate::reload::reload_from_file(&gateway, &path).await;
     }
 }

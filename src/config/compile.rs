@@ -20,7 +20,8 @@ use crate::auth::rules::Requirement;
 use crate::auth::Algorithm;
 use crate::claims::ClaimPath;
 
-/// Shortest key an HMAC provider may use (RFC 7518 3.2: at least the hash size of HS256).
+/// Shortest key an HMAC provider may use: the contract's floor, raised by RFC 7518 3.2 to the
+/// hash size of the strongest HS algorithm listed (48 bytes for HS384, 64 for HS512).
 const MIN_SHARED_SECRET_BYTES: usize = 32;
 
 /// Headers the gateway owns; a route may not inject claims under these names.
@@ -428,10 +429,19 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
     }
 
     let secret_path = f.path_of("shared_secret_env");
+    let min_secret = algorithms
+        .iter()
+        .map(|a| match a {
+            Algorithm::HS384 => 48,
+            Algorithm::HS512 => 64,
+            _ => MIN_SHARED_SECRET_BYTES,
+        })
+        .max()
+        .unwrap_or(MIN_SHARED_SECRET_BYTES);
     let shared_secret = f.string("shared_secret_env", errors).and_then(|var| match read_env_secret(&var) {
-        Ok(bytes) if bytes.len() >= MIN_SHARED_SECRET_BYTES => Some(Secret(bytes)),
+        Ok(bytes) if bytes.len() >= min_secret => Some(Secret(bytes)),
         Ok(bytes) => {
-            errors.push(&secret_path, format!("environment variable {var} holds {} bytes; an HMAC key needs at least {MIN_SHARED_SECRET_BYTES}", bytes.len()));
+            errors.push(&secret_path, format!("environment variable {var} holds {} bytes; an HMAC key for these algorithms needs at least {min_secret}", bytes.len()));
             None
         }
         Err(why) => {

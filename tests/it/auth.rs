@@ -626,7 +626,8 @@ fn every_family_jwks(rsa: &TestKey, p256: &TestKey, p384: &TestKey, ed: &TestKey
     json!({ "keys": [rsa.jwk(), p256_jwk, p384_jwk, ed_jwk] })
 }
 
-const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-hs-secret";
+/// 64 bytes: enough for HS512 (RFC 7518 3.2 wants a key at least as long as the hash).
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_accepted_when_allowed() {
@@ -919,4 +920,21 @@ async fn identity_headers_are_removed_on_anonymous_routes() {
         .headers
         .get("x-auth-subject")
         .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs512_needs_a_secret_as_long_as_its_hash() {
+    let issuer = Issuer::start(&[]).await;
+    let upstream = Upstream::start().await;
+    let var = format!("JWT_GATEWAY_TEST_HS512_{}", std::process::id());
+    std::env::set_var(&var, "x".repeat(48));
+    let yaml = crate::support::basic_yaml(&issuer, &upstream, "HS512").replace(
+        "    jwks_url:",
+        &format!("    shared_secret_env: {var}\n    jwks_url:"),
+    );
+    let err = TestGateway::try_start(&yaml)
+        .await
+        .err()
+        .expect("48 bytes are too short for HS512");
+    assert!(err.contains("needs at least 64"), "{err}");
 }
