@@ -102,6 +102,8 @@ pub enum Denial {
     },
     HeadersTooLarge,
     BodyTooLarge,
+    /// The client's body broke while streaming (a bad chunk size, an early close).
+    MalformedBody,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -110,7 +112,9 @@ impl Denial {
     pub fn status(self) -> StatusCode {
         match self {
             Denial::NoRoute => StatusCode::NOT_FOUND,
-            Denial::UnsafePath | Denial::BadAuthorization => StatusCode::BAD_REQUEST,
+            Denial::UnsafePath | Denial::BadAuthorization | Denial::MalformedBody => {
+                StatusCode::BAD_REQUEST
+            }
             Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Denial::Forbidden => StatusCode::FORBIDDEN,
             Denial::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -135,6 +139,7 @@ impl Denial {
             | Denial::RateLimited { .. }
             | Denial::HeadersTooLarge
             | Denial::BodyTooLarge
+            | Denial::MalformedBody
             | Denial::UpstreamUnavailable
             | Denial::UpstreamTimeout => None,
         }
@@ -156,6 +161,7 @@ impl Denial {
             | Denial::RateLimited { .. }
             | Denial::HeadersTooLarge
             | Denial::BodyTooLarge
+            | Denial::MalformedBody
             | Denial::UpstreamUnavailable
             | Denial::UpstreamTimeout => None,
         }
@@ -188,6 +194,7 @@ impl Denial {
             ),
             Denial::HeadersTooLarge => ("headers_too_large", "the request headers are too large"),
             Denial::BodyTooLarge => ("body_too_large", "the request body is too large"),
+            Denial::MalformedBody => ("invalid_request", "the request body is malformed"),
             Denial::UpstreamUnavailable => ("bad_gateway", "the upstream service is unavailable"),
             Denial::UpstreamTimeout => (
                 "gateway_timeout",
@@ -253,6 +260,7 @@ mod tests {
             (Denial::UnsafePath, 400, None),
             (Denial::HeadersTooLarge, 431, None),
             (Denial::BodyTooLarge, 413, None),
+            (Denial::MalformedBody, 400, None),
             (
                 Denial::RateLimited {
                     retry_after_secs: 60,

@@ -24,30 +24,48 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 #[error("request body exceeds max_body_bytes")]
 pub struct BodyTooLarge;
 
-/// A request body passed upstream frame by frame, failing once it passes the limit; the flag
-/// lets the pipeline answer 413 rather than 502 when the upstream call fails because of it.
+/// How a request body ended, when it ended badly: the pipeline answers 413 or 400 for the
+/// client's fault instead of blaming (and counting) the upstream.
+#[derive(Default)]
+pub struct BodyOutcome {
+    exceeded: AtomicBool,
+    client_error: AtomicBool,
+}
+
+impl BodyOutcome {
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// The client sent a body hyper could not read (bad chunk size, early close).
+    pub fn client_error(&self) -> bool {
+        self.client_error.load(Ordering::Relaxed)
+    }
+}
+
+/// A request body passed upstream frame by frame, failing once it passes the limit.
 pub struct LimitedBody {
     inner: Option<Incoming>,
     remaining: u64,
-    exceeded: Arc<AtomicBool>,
+    outcome: Arc<BodyOutcome>,
 }
 
 impl LimitedBody {
-    pub fn new(inner: Incoming, limit: u64) -> (LimitedBody, Arc<AtomicBool>) {
-        let exceeded = Arc::new(AtomicBool::new(false));
+    pub fn new(inner: Incoming, limit: u64) -> (LimitedBody, Arc<BodyOutcome>) {
+        let outcome = Arc::new(BodyOutcome::default());
         let body = LimitedBody {
             inner: Some(inner),
             remaining: limit,
-            exceeded: exceeded.clone(),
+            outcome: outcome.clone(),
         };
-        (body, exceeded)
+        (body, outcome)
     }
 
     pub fn empty() -> LimitedBody {
         LimitedBody {
             inner: None,
             remaining: 0,
-            exceeded: Arc::new(AtomicBool::new(false)),
+            outcome: Arc::default(),
         }
     }
 }
@@ -68,7 +86,7 @@ impl Body for LimitedBody {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
-                        self.exceeded.store(true, Ordering::Relaxed);
+                        self.outcome.exceeded.store(true, Ordering::Relaxed);
                         self.inner = None;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
@@ -76,7 +94,10 @@ impl Body for LimitedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                self.outcome.client_error.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -16,7 +16,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -374,7 +373,7 @@ async fn forward(
     {
         return Err(Denial::BodyTooLarge);
     }
-    let (body, exceeded) = LimitedBody::new(body, limits.max_body_bytes);
+    let (body, outcome) = LimitedBody::new(body, limits.max_body_bytes);
     let upstream_started = Instant::now();
     let result = gateway
         .upstream
@@ -386,7 +385,8 @@ async fn forward(
     let mut response = match result {
         Ok(response) => response,
         Err(UpstreamError::BodyTooLarge) => return Err(Denial::BodyTooLarge),
-        Err(_) if exceeded.load(Ordering::Relaxed) => return Err(Denial::BodyTooLarge),
+        Err(_) if outcome.exceeded() => return Err(Denial::BodyTooLarge),
+        Err(_) if outcome.client_error() => return Err(Denial::MalformedBody),
         Err(UpstreamError::Failed(kind)) => {
             route.metrics.upstream_error(kind);
             return Err(match kind {

@@ -2,5 +2,6 @@
 //! graceful shutdown.
 
 pub mod listener;
+pub mod malformed;
 pub mod preface;
 pub mod tls;

@@ -3,9 +3,12 @@
 mod support;
 
 mod attacks;
+mod audit;
 mod auth;
 mod cli;
 mod demo;
+mod faults;
+mod hostile;
 mod jwks;
 mod metrics;
 mod prometheus;

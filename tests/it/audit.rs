@@ -1,0 +1,346 @@
+//! The access log, read the way an operator's log shipper reads it: the real binary runs with
+//! `log: {format: json}`, its stderr is parsed line by line, and every request has exactly one
+//! `access` line with its route, status, decision, reason, subject, `jti` and request id. No line
+//! anywhere carries a token, a part of one, or a secret.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::keys::b64;
+use crate::support::{claims, Issuer, TestKey, Upstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jwt-gateway");
+const HMAC_SECRET: &str = "audit-hmac-secret-6b1f0e2c9d8a7b6c5d4e3f2a1b0c";
+const ADMIN_SECRET: &str = "audit-admin-secret-0f1e2d3c4b5a69788796a5b4";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn yaml(port: u16, admin: u16, issuer: &Issuer, upstream: &Upstream) -> String {
+    format!(
+        r#"
+server:
+  listen: "127.0.0.1:{port}"
+  insecure_plaintext: true
+admin:
+  listen: "127.0.0.1:{admin}"
+  token_env: JWTGW_AUDIT_ADMIN
+log: {{ level: info, format: json }}
+providers:
+  - name: test
+    issuer: "{iss}"
+    jwks_url: "{jwks}"
+    allow_insecure_jwks_http: true
+    algorithms: [RS256, HS256]
+    shared_secret_env: JWTGW_AUDIT_HS
+    audiences: ["orders-api"]
+    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: "{up}"
+    auth: {{ providers: [test] }}
+    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
+  - name: public
+    match: {{ path_prefix: /public }}
+    upstream: "{up}"
+    auth: anonymous
+"#,
+        iss = issuer.iss(),
+        jwks = issuer.jwks_url(),
+        up = upstream.url(),
+    )
+}
+
+/// What one request should leave in the access log.
+struct Expect {
+    request_id: String,
+    route: &'static str,
+    method: &'static str,
+    path: &'static str,
+    status: u64,
+    decision: &'static str,
+    reason: &'static str,
+    sub: &'static str,
+    jti: &'static str,
+}
+
+async fn wait_healthy(admin: u16, stderr: &Path) {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        let health = client
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .await;
+        if health.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "gateway never became ready:\n{}",
+        std::fs::read_to_string(stderr).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_json_access_line_per_request_and_never_a_secret() {
+    let rsa = TestKey::rsa("audit-rsa");
+    let hmac = TestKey::hmac(HMAC_SECRET.as_bytes());
+    let issuer = Issuer::start(&[(&rsa, "RS256")]).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, yaml(port, admin, &issuer, &upstream)).unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env_remove("JWT_GATEWAY_CONFIG")
+        .env("JWTGW_AUDIT_HS", HMAC_SECRET)
+        .env("JWTGW_AUDIT_ADMIN", ADMIN_SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start jwt-gateway");
+    wait_healthy(admin, &stderr_path).await;
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut c = claims(&issuer.iss(), "orders-api");
+    c["jti"] = json!("jti-audit-rs");
+    let rs_token = rsa.mint("RS256", &c);
+    let mut c = claims(&issuer.iss(), "orders-api");
+    c["sub"] = json!("bob");
+    c["jti"] = json!("jti-audit-hs");
+    let hs_token = hmac.mint("HS256", &c);
+    // The RS256 token with another signature: refused as bad_signature.
+    let (signed, _) = rs_token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{}", b64(vec![7u8; 256]));
+
+    let mut expect = Vec::new();
+    let r = client
+        .get(format!("{base}/api/orders/1"))
+        .bearer_auth(&rs_token)
+        .header("x-request-id", "audit-allow-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "audit-allow-1");
+    expect.push(Expect {
+        request_id: "audit-allow-1".into(),
+        route: "api",
+        method: "GET",
+        path: "/api/orders/1",
+        status: 200,
+        decision: "allow",
+        reason: "ok",
+        sub: "alice",
+        jti: "jti-audit-rs",
+    });
+
+    let r = client
+        .post(format!("{base}/api/./orders/%7e2?q=secret-query"))
+        .bearer_auth(&hs_token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    expect.push(Expect {
+        request_id: r.headers()["x-request-id"].to_str().unwrap().into(),
+        route: "api",
+        method: "POST",
+        path: "/api/orders/~2",
+        status: 200,
+        decision: "allow",
+        reason: "ok",
+        sub: "bob",
+        jti: "jti-audit-hs",
+    });
+
+    let r = client
+        .get(format!("{base}/api/orders/2"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    expect.push(Expect {
+        request_id: r.headers()["x-request-id"].to_str().unwrap().into(),
+        route: "api",
+        method: "GET",
+        path: "/api/orders/2",
+        status: 401,
+        decision: "deny",
+        reason: "bad_signature",
+        sub: "",
+        jti: "",
+    });
+
+    let r = client
+        .get(format!("{base}/api/orders/3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    expect.push(Expect {
+        request_id: r.headers()["x-request-id"].to_str().unwrap().into(),
+        route: "api",
+        method: "GET",
+        path: "/api/orders/3",
+        status: 401,
+        decision: "deny",
+        reason: "missing_token",
+        sub: "",
+        jti: "",
+    });
+
+    let r = client
+        .get(format!("{base}/nowhere"))
+        .bearer_auth(&rs_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    expect.push(Expect {
+        request_id: r.headers()["x-request-id"].to_str().unwrap().into(),
+        route: "none",
+        method: "GET",
+        path: "",
+        status: 404,
+        decision: "none",
+        reason: "none",
+        sub: "",
+        jti: "",
+    });
+
+    let r = client
+        .delete(format!("{base}/public/x"))
+        .header("x-request-id", "audit-anon-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    expect.push(Expect {
+        request_id: "audit-anon-1".into(),
+        route: "public",
+        method: "DELETE",
+        path: "/public/x",
+        status: 200,
+        decision: "none",
+        reason: "none",
+        sub: "",
+        jti: "",
+    });
+
+    // Refused before the pipeline (see server/malformed.rs): logged all the same.
+    let raw = crate::support::raw_exchange(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        b"CONNECT /api/x HTTP/1.1\r\nHost: a\r\nX-Request-Id: audit-connect-1\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    expect.push(Expect {
+        request_id: "audit-connect-1".into(),
+        route: "none",
+        method: "CONNECT",
+        path: "",
+        status: 400,
+        decision: "none",
+        reason: "none",
+        sub: "",
+        jti: "",
+    });
+
+    // A mutating admin call, so the admin secret has been presented at least once.
+    let r = client
+        .post(format!("http://127.0.0.1:{admin}/revocations"))
+        .bearer_auth(ADMIN_SECRET)
+        .header("content-type", "application/json")
+        .body(json!({"jti": "jti-audit-revoked", "exp": crate::support::now() + 600}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(upstream.requests(), 3);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+
+    let log = std::fs::read_to_string(&stderr_path).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["timestamp"].is_string() && l["level"].is_string()),
+        "{log}"
+    );
+    let access: Vec<&Value> = lines.iter().filter(|l| l["target"] == "access").collect();
+    assert_eq!(
+        access.len(),
+        expect.len(),
+        "one access line per request:\n{log}"
+    );
+    for (line, want) in access.iter().zip(&expect) {
+        let what = format!("{} {}: {line}", want.method, want.path);
+        assert_eq!(line["request_id"], want.request_id.as_str(), "{what}");
+        assert_eq!(line["route"], want.route, "{what}");
+        assert_eq!(line["method"], want.method, "{what}");
+        assert_eq!(line["path"], want.path, "{what}");
+        assert_eq!(line["status"], want.status, "{what}");
+        assert_eq!(line["decision"], want.decision, "{what}");
+        assert_eq!(line["reason"], want.reason, "{what}");
+        assert_eq!(line["sub"], want.sub, "{what}");
+        assert_eq!(line["jti"], want.jti, "{what}");
+        assert_eq!(line["client"], "127.0.0.1", "{what}");
+        assert!(line["duration_ms"].as_f64().is_some(), "{what}");
+        assert!(line["upstream_ms"].as_f64().is_some(), "{what}");
+    }
+
+    let mut secrets = vec![
+        HMAC_SECRET.to_string(),
+        ADMIN_SECRET.to_string(),
+        "secret-query".to_string(),
+    ];
+    for token in [&rs_token, &hs_token, &forged] {
+        secrets.push(token.to_string());
+        secrets.extend(token.split('.').map(str::to_string));
+    }
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the log carries {secret:?}:\n{log}"
+        );
+    }
+}
