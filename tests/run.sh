@@ -40,5 +40,11 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test (unit, integration, property, Wycheproof vectors)"
 cargo test --locked
 
+step "benches compile (cargo bench --no-run)"
+cargo bench --locked --no-run
+
 step "deploy checks (promtool, Kubernetes schemas, dashboard, systemd)"
 bash deploy/check.sh
+
+step "fuzz smoke: every cargo-fuzz target, 15 s each (longer runs: bash fuzz/run.sh 3600)"
+FUZZ_FLAGS="-s none" bash fuzz/run.sh 15
