@@ -188,3 +188,54 @@ async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
     assert!(hits(&gw.metrics().await, "miss") >= 2.0);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rereads_the_tls_certificate() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(
+        "  insecure_plaintext: true\n",
+        "  tls: { cert_file: gateway.crt, key_file: gateway.key }\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let trusting = |ca_der: &rustls_pki_types::CertificateDer<'static>| {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_der(ca_der).unwrap()])
+            .http1_only()
+            .build()
+            .unwrap()
+    };
+    let url = gw.url("/public/x");
+    assert_eq!(
+        trusting(&gw.pki.ca_der)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let rotated = crate::support::Pki::new();
+    std::fs::write(gw.dir.path().join("gateway.crt"), &rotated.cert_pem).unwrap();
+    std::fs::write(gw.dir.path().join("gateway.key"), &rotated.key_pem).unwrap();
+    let config = jwt_gateway::config::load(&gw.config_path()).unwrap();
+    gw.gateway.reload(config).await.unwrap();
+
+    assert_eq!(
+        trusting(&rotated.ca_der)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "new connections get the new certificate"
+    );
+    assert!(
+        trusting(&gw.pki.ca_der).get(&url).send().await.is_err(),
+        "the old certificate is gone"
+    );
+    gw.stop().await;
+}
