@@ -43,6 +43,9 @@ cargo test --locked
 step "benches compile (cargo bench --no-run)"
 cargo bench --locked --no-run
 
+step "load benchmark smoke run (a few seconds per target; installs haproxy, nginx, wrk)"
+bash bench/run.sh --smoke
+
 step "deploy checks (promtool, Kubernetes schemas, dashboard, systemd)"
 bash deploy/check.sh
 
