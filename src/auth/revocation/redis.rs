@@ -72,34 +72,32 @@ impl RedisBackend {
 
     pub async fn add(&self, entry: &Entry) -> Result<(), RevocationError> {
         let json = serde_json::to_string(entry).map_err(unavailable)?;
-        let mut conn = self.connection().await?;
-        let result: Result<(), redis::RedisError> = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hset(ENTRIES, &entry.id, &json)
             .ignore()
             .publish(CHANNEL, format!("add {json}"))
-            .ignore()
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = result {
-            self.forget_connection().await;
-            return Err(unavailable(e));
-        }
-        Ok(())
+            .ignore();
+        self.write(&pipe).await
     }
 
     pub async fn remove(&self, id: &str) -> Result<(), RevocationError> {
-        let mut conn = self.connection().await?;
-        let result: Result<(), redis::RedisError> = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hdel(ENTRIES, id)
             .ignore()
             .hset(TOMBSTONES, id, unix_now() as i64)
             .ignore()
             .publish(CHANNEL, format!("del {id}"))
-            .ignore()
-            .query_async(&mut conn)
-            .await;
+            .ignore();
+        self.write(&pipe).await
+    }
+
+    /// Runs one atomic change and its announcement; a failure drops the connection, so the next
+    /// admin call reconnects instead of reusing a dead one.
+    async fn write(&self, pipe: &redis::Pipeline) -> Result<(), RevocationError> {
+        let mut conn = self.connection().await?;
+        let result: Result<(), redis::RedisError> = pipe.query_async(&mut conn).await;
         if let Err(e) = result {
             self.forget_connection().await;
             return Err(unavailable(e));
