@@ -61,8 +61,8 @@ pub struct RequestCtx {
     method: Method,
     path: Option<String>,
     decision: Option<Reason>,
-    subject: Option<String>,
-    jti: Option<String>,
+    /// The verified token, for the access line's `sub` and `jti` (shared, not copied).
+    verified: Option<Arc<CachedToken>>,
     upstream_time: Option<f64>,
 }
 
@@ -82,8 +82,7 @@ impl RequestCtx {
             method,
             path: None,
             decision: None,
-            subject: None,
-            jti: None,
+            verified: None,
             upstream_time: None,
         }
     }
@@ -193,11 +192,10 @@ pub async fn prepare(
         }
     };
     rewrite_request(ctx, &snapshot, route, verified.as_deref(), parts)?;
-    if let Some(entry) = &verified {
+    if verified.is_some() {
         route.metrics.allow();
         ctx.decision = Some(Reason::Ok);
-        ctx.subject = entry.claims.sub.clone();
-        ctx.jti = entry.claims.jti.clone();
+        ctx.verified = verified;
     }
     Ok(index)
 }
@@ -439,8 +437,8 @@ fn finish(ctx: &RequestCtx, mut response: Response<ResponseBody>) -> Response<Re
         status,
         decision = ctx.decision.map(|r| if r == Reason::Ok { "allow" } else { "deny" }).unwrap_or("none"),
         reason = ctx.decision.map_or("none", Reason::as_str),
-        sub = ctx.subject.as_deref().unwrap_or(""),
-        jti = ctx.jti.as_deref().unwrap_or(""),
+        sub = ctx.verified.as_ref().and_then(|v| v.claims.sub.as_deref()).unwrap_or(""),
+        jti = ctx.verified.as_ref().and_then(|v| v.claims.jti.as_deref()).unwrap_or(""),
         duration_ms = elapsed * 1000.0,
         upstream_ms = ctx.upstream_time.map_or(0.0, |t| t * 1000.0),
     );
