@@ -101,7 +101,9 @@ pub fn header_value(value: &Value) -> Result<HeaderValue, Unrepresentable> {
         // serde_json escapes every control character, so compact JSON is always a safe header value.
         Value::Array(_) | Value::Object(_) => value.to_string(),
     };
-    HeaderValue::from_str(&text).map_err(|_| Unrepresentable::ControlCharacter)
+    // The rendered String becomes the header's buffer: one allocation per value, not two.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .map_err(|_| Unrepresentable::ControlCharacter)
 }
 
 fn is_scalar(v: &Value) -> bool {

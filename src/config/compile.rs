@@ -830,11 +830,17 @@ fn upstream(text: &str, path: &str, errors: &mut Errors) -> Option<Upstream> {
         return None;
     }
     let base_path = uri.path().trim_end_matches('/').to_string();
+    // An authority that parsed is visible ASCII, so it is always a valid header value.
+    let Ok(host_header) = http::HeaderValue::from_str(authority.as_str()) else {
+        errors.push(path, "host is not a valid Host header value");
+        return None;
+    };
     Some(Upstream {
         uri,
         scheme,
         authority,
         base_path,
+        host_header,
     })
 }
 

@@ -240,6 +240,8 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     /// Prepended to the forwarded path; empty or starting with `/`, never ending with `/`.
     pub base_path: String,
+    /// The `Host` the upstream receives, rendered once here instead of on every request.
+    pub host_header: http::HeaderValue,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

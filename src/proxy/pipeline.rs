@@ -264,23 +264,29 @@ fn rewrite_request(
     parts: &mut Parts,
 ) -> Result<(), Denial> {
     let upgrade = is_upgrade(parts);
-    let original_host = authority(parts).map(str::to_string);
     let uri = upstream_uri(route, ctx.path.as_deref().unwrap_or("/"), parts.uri.query())
         .ok_or(Denial::UnsafePath)?;
     let headers = &mut parts.headers;
+    // The client's host, as routing saw it: an absolute-form target wins over `Host` (RFC 9112
+    // 3.2.2). The header's own value is moved, not copied, into `X-Forwarded-Host`.
+    let host_header = headers.remove(header::HOST);
+    let original_host = match parts.uri.authority() {
+        Some(target) => HeaderValue::from_str(target.as_str()).ok(),
+        // A `Host` that routing could not read (not visible ASCII) is not passed on either.
+        None => host_header.filter(|v| v.to_str().is_ok()),
+    };
     headers::strip_hop_by_hop(headers, upgrade);
     headers::strip_spoofable(headers, &snapshot.injected_headers);
     if route.config.forward_token == TokenForwarding::Strip {
         headers.remove(header::AUTHORIZATION);
     }
-    headers.remove(header::HOST);
     let proto = if ctx.conn.tls { "https" } else { "http" };
     headers::set_forwarded(
         headers,
         ctx.conn.peer.ip(),
         &snapshot.config.server.trusted_proxies,
         proto,
-        original_host.as_deref(),
+        original_host,
     );
     headers.insert(&X_REQUEST_ID, ctx.request_id.clone());
     if let Some(entry) = verified {
@@ -292,9 +298,7 @@ fn rewrite_request(
             }
         }
     }
-    if let Ok(host) = HeaderValue::from_str(route.config.upstream.authority.as_str()) {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, route.config.upstream.host_header.clone());
     parts.uri = uri;
     // HTTP/2 clients arrive as HTTP/2; the upstream pool speaks HTTP/1.1.
     parts.version = http::Version::HTTP_11;
