@@ -4,13 +4,15 @@
 //!   forbids), and the pipeline would then forward the method upstream as if it were a request.
 //! - more than one `Host` (RFC 9112 3.2 asks for 400): routing reads one of them and another hop
 //!   might read the other.
+//! - an HTTP/1.1 request without `Host` (RFC 9112 3.2 asks for 400 as well): host-less routes
+//!   would otherwise take requests that a host-aware hop in front never meant for them.
 //! - a transfer coding other than `chunked` (RFC 9112 6.1 asks for 501): hyper decodes only
 //!   `chunked`, and `gzip, chunked` would reach the upstream as if it were plain bytes.
 //!
 //! They are answered, counted and logged like a request refused before routing (`route="none"`).
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use tokio::time::Instant;
 
 use crate::gateway::Gateway;
@@ -22,13 +24,16 @@ use crate::proxy::pipeline::ConnInfo;
 pub enum Malformed {
     Connect,
     DuplicateHost,
+    MissingHost,
     TransferCoding,
 }
 
 impl Malformed {
     fn status(self) -> StatusCode {
         match self {
-            Malformed::Connect | Malformed::DuplicateHost => StatusCode::BAD_REQUEST,
+            Malformed::Connect | Malformed::DuplicateHost | Malformed::MissingHost => {
+                StatusCode::BAD_REQUEST
+            }
             Malformed::TransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
@@ -37,6 +42,7 @@ impl Malformed {
         match self {
             Malformed::Connect => "CONNECT is not supported",
             Malformed::DuplicateHost => "the request carries more than one Host header",
+            Malformed::MissingHost => "an HTTP/1.1 request must carry a Host header",
             Malformed::TransferCoding => "only the chunked transfer coding is supported",
         }
     }
@@ -48,8 +54,10 @@ pub fn check<B>(request: &Request<B>) -> Option<Malformed> {
         return Some(Malformed::Connect);
     }
     let headers = request.headers();
-    if headers.get_all(header::HOST).iter().count() > 1 {
-        return Some(Malformed::DuplicateHost);
+    match headers.get_all(header::HOST).iter().count() {
+        0 if request.version() == Version::HTTP_11 => return Some(Malformed::MissingHost),
+        0 | 1 => {}
+        _ => return Some(Malformed::DuplicateHost),
     }
     // hyper has already refused a request whose last coding is not `chunked`.
     let other_coding = headers

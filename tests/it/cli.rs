@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{claims, Issuer, TestKey, Upstream};
+use crate::support::{claims, Issuer, Pki, TestKey, Upstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jwt-gateway");
 
@@ -185,6 +185,64 @@ routes:
         iss = issuer.iss(),
         jwks = issuer.jwks_url()
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_the_tls_files_the_way_run_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let other = Pki::new();
+    let write = |name: &str, body: &str| {
+        std::fs::write(dir.path().join(name), body).unwrap();
+    };
+    write("good.crt", &pki.cert_pem);
+    write("good.key", &pki.key_pem);
+    write("other.key", &other.key_pem);
+    write(
+        "garbage.crt",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    );
+    write("empty.crt", "");
+    let config = |cert: &str, key: &str| {
+        format!(
+            "server:\n  listen: 127.0.0.1:0\n  tls: {{cert_file: {cert}, key_file: {key}}}\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: http://127.0.0.1:9\n    auth: anonymous\n"
+        )
+    };
+    // (cert, key, exit code, text that must appear)
+    let cases = [
+        ("good.crt", "good.key", 0, "OK"),
+        (
+            "missing.crt",
+            "good.key",
+            0,
+            "warning: server.tls.cert_file:",
+        ),
+        (
+            "good.crt",
+            "missing.key",
+            0,
+            "warning: server.tls.key_file:",
+        ),
+        ("garbage.crt", "good.key", 1, "server.tls.cert_file:"),
+        ("empty.crt", "good.key", 1, "server.tls.cert_file:"),
+        ("good.crt", "garbage.crt", 1, "server.tls.key_file:"),
+        ("good.crt", "other.key", 1, "server.tls:"),
+    ];
+    for (cert, key, code, expected) in cases {
+        let path = write_config(dir.path(), "tls.yaml", &config(cert, key));
+        let out = gateway_cmd(&["check", "-c", path.to_str().unwrap()]).await;
+        assert_no_panic(&out);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(code), "{cert} + {key}:\n{all}");
+        assert!(
+            all.contains(expected),
+            "{cert} + {key}: {expected:?} in\n{all}"
+        );
+        assert!(
+            !all.contains("PRIVATE KEY"),
+            "{cert} + {key}: key material printed:\n{all}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,6 +129,7 @@ fn responses(mut bytes: &[u8]) -> Vec<Answer> {
         let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
         let Some(status) = head
             .strip_prefix("HTTP/1.1 ")
+            .or_else(|| head.strip_prefix("HTTP/1.0 "))
             .and_then(|s| s.get(..3))
             .and_then(|s| s.parse().ok())
         else {
@@ -534,6 +535,31 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
     assert_eq!(stack.open.requests(), before_open);
     stack.assert_guarded_only_saw_authenticated();
     assert_eq!(stack.guarded.requests(), 1);
+
+    // No Host at all: HTTP/1.1 requires one (RFC 9112 3.2), HTTP/1.0 does not.
+    for (request, want) in [
+        (
+            &b"GET /public/nohost HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            400,
+        ),
+        (&b"GET /public/nohost10 HTTP/1.0\r\n\r\n"[..], 200),
+    ] {
+        let bytes = exchange(stack.gw.addr, request, Duration::from_secs(5))
+            .await
+            .expect("answered");
+        assert_eq!(
+            responses(&bytes).first().map(|a| a.status),
+            Some(want),
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    assert!(!stack.open_paths().contains(&"/public/nohost".to_string()));
+    assert_eq!(
+        stack.open.requests(),
+        before_open + 1,
+        "only the HTTP/1.0 one passed"
+    );
 
     // HTTP/2: `:authority` and a `host` header that disagree route by `:authority`.
     let h2 = H2Conn::open(stack.gw.addr).await;
