@@ -1,7 +1,8 @@
 //! The validation hot path, measured: uncached validation per algorithm next to the bare
 //! aws-lc-rs signature check it cannot avoid (with the ratio printed), jsonwebtoken's `decode` for
 //! reference, the cache hit, route matching with 10 and 1,000 routes, the whole in-process
-//! decision pipeline, the metering itself, and the verified-cache key choice.
+//! decision pipeline, the metering itself, the verified-cache key choice, and claim headers
+//! rendered per request against rendered once.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use jwt_gateway::auth::jwk::{parse_jwks, VerifyingKey};
 use jwt_gateway::auth::token::{self, unix_now};
 use jwt_gateway::auth::Algorithm;
+use jwt_gateway::claims::{header_value, ClaimPath};
 use jwt_gateway::config::{compile_str, ProviderConfig};
 use jwt_gateway::proxy::pipeline::{prepare, ConnInfo, RequestCtx};
 use jwt_gateway::{Gateway, GatewayOptions};
@@ -500,8 +502,15 @@ fn cache_key(c: &mut Criterion) {
             format!("{input}.{}", b64((es.sign)(input.as_bytes())))
         })
         .collect();
-    let by_token: moka::sync::Cache<Arc<str>, u64> = moka::sync::Cache::new(10_000);
-    let by_digest: moka::sync::Cache<[u8; 32], u64> = moka::sync::Cache::new(10_000);
+    // The verified cache's own hasher (foldhash), for both keys.
+    let by_token: moka::sync::Cache<Arc<str>, u64, foldhash::fast::RandomState> =
+        moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .build_with_hasher(foldhash::fast::RandomState::default());
+    let by_digest: moka::sync::Cache<[u8; 32], u64, foldhash::fast::RandomState> =
+        moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .build_with_hasher(foldhash::fast::RandomState::default());
     let digest = |t: &str| -> [u8; 32] {
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, t.as_bytes());
         let mut out = [0u8; 32];
@@ -533,11 +542,67 @@ fn cache_key(c: &mut Criterion) {
     group.finish();
 }
 
+/// Claim headers rendered per request (what the gateway does) against cloning values rendered
+/// once and kept with the cached token: the saving, per request, that such a copy would buy.
+fn claim_headers(c: &mut Criterion) {
+    let claims = match claims() {
+        Value::Object(map) => map,
+        _ => unreachable!("claims() is an object"),
+    };
+    let paths: Vec<(http::HeaderName, ClaimPath)> = [
+        ("x-auth-subject", "sub"),
+        ("x-auth-email", "email"),
+        ("x-auth-roles", "realm_access.roles"),
+    ]
+    .into_iter()
+    .map(|(h, p)| {
+        (
+            http::HeaderName::from_static(h),
+            ClaimPath::parse(p).expect("path"),
+        )
+    })
+    .collect();
+    let render = |headers: &mut http::HeaderMap| {
+        for (name, path) in &paths {
+            let value = path.lookup(&claims).expect("claim present");
+            headers.insert(name.clone(), header_value(value).expect("renders"));
+        }
+    };
+    let mut prerendered = http::HeaderMap::new();
+    render(&mut prerendered);
+    let prerendered: Vec<(http::HeaderName, http::HeaderValue)> = prerendered
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let mut group = c.benchmark_group("claim_headers");
+    group
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    group.bench_function("render_3_per_request", |b| {
+        b.iter(|| {
+            let mut headers = http::HeaderMap::with_capacity(8);
+            render(&mut headers);
+            headers
+        })
+    });
+    group.bench_function("clone_3_prerendered", |b| {
+        b.iter(|| {
+            let mut headers = http::HeaderMap::with_capacity(8);
+            for (name, value) in &prerendered {
+                headers.insert(name.clone(), value.clone());
+            }
+            headers
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     uncached_validation,
     cached_paths,
     route_matching,
-    cache_key
+    cache_key,
+    claim_headers
 );
 criterion_main!(benches);
