@@ -3,25 +3,16 @@
 //! `access` line with its route, status, decision, reason, subject, `jti` and request id. No line
 //! anywhere carries a token, a part of one, or a secret.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::support::keys::b64;
+use crate::support::process::{free_port, GatewayProcess};
 use crate::support::{claims, Issuer, TestKey, Upstream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jwt-gateway");
 const HMAC_SECRET: &str = "audit-hmac-secret-6b1f0e2c9d8a7b6c5d4e3f2a1b0c";
 const ADMIN_SECRET: &str = "audit-admin-secret-0f1e2d3c4b5a69788796a5b4";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn yaml(port: u16, admin: u16, issuer: &Issuer, upstream: &Upstream) -> String {
     format!(
@@ -72,22 +63,80 @@ struct Expect {
     jti: &'static str,
 }
 
-async fn wait_healthy(admin: u16, stderr: &Path) {
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        let health = client
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await;
-        if health.is_ok_and(|r| r.status() == 200) {
-            return;
+impl Expect {
+    /// Let through on the `api` route with a verified token.
+    fn allowed(
+        request_id: impl Into<String>,
+        method: &'static str,
+        path: &'static str,
+        sub: &'static str,
+        jti: &'static str,
+    ) -> Expect {
+        Expect {
+            request_id: request_id.into(),
+            route: "api",
+            method,
+            path,
+            status: 200,
+            decision: "allow",
+            reason: "ok",
+            sub,
+            jti,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!(
-        "gateway never became ready:\n{}",
-        std::fs::read_to_string(stderr).unwrap_or_default()
-    );
+
+    /// Refused with 401 on the `api` route: no subject or `jti` is logged for a token that
+    /// did not verify.
+    fn denied(
+        request_id: impl Into<String>,
+        method: &'static str,
+        path: &'static str,
+        reason: &'static str,
+    ) -> Expect {
+        Expect {
+            request_id: request_id.into(),
+            route: "api",
+            method,
+            path,
+            status: 401,
+            decision: "deny",
+            reason,
+            sub: "",
+            jti: "",
+        }
+    }
+
+    /// No token was checked: an anonymous route, no route at all, or refused before routing.
+    fn unchecked(
+        request_id: impl Into<String>,
+        route: &'static str,
+        method: &'static str,
+        path: &'static str,
+        status: u64,
+    ) -> Expect {
+        Expect {
+            request_id: request_id.into(),
+            route,
+            method,
+            path,
+            status,
+            decision: "none",
+            reason: "none",
+            sub: "",
+            jti: "",
+        }
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder, status: u16) -> reqwest::Response {
+    let r = request.send().await.unwrap();
+    assert_eq!(r.status(), status);
+    r
+}
+
+/// The id the gateway generated for a request that came without one.
+fn request_id(r: &reqwest::Response) -> String {
+    r.headers()["x-request-id"].to_str().unwrap().into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,20 +147,15 @@ async fn one_json_access_line_per_request_and_never_a_secret() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
-    let config = dir.path().join("gateway.yaml");
-    std::fs::write(&config, yaml(port, admin, &issuer, &upstream)).unwrap();
-    let stderr_path = dir.path().join("stderr.log");
-    let mut child = Command::new(BIN)
-        .args(["run", "-c", config.to_str().unwrap()])
-        .env_remove("JWT_GATEWAY_CONFIG")
-        .env("JWTGW_AUDIT_HS", HMAC_SECRET)
-        .env("JWTGW_AUDIT_ADMIN", ADMIN_SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .expect("start jwt-gateway");
-    wait_healthy(admin, &stderr_path).await;
+    let mut gateway = GatewayProcess::spawn(
+        dir.path(),
+        &yaml(port, admin, &issuer, &upstream),
+        &[
+            ("JWTGW_AUDIT_HS", HMAC_SECRET),
+            ("JWTGW_AUDIT_ADMIN", ADMIN_SECRET),
+        ],
+    );
+    gateway.wait_until_ok(admin, "/readyz").await;
 
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
@@ -130,121 +174,82 @@ async fn one_json_access_line_per_request_and_never_a_secret() {
     let forged = format!("{signed}.{}", b64(vec![7u8; 256]));
 
     let mut expect = Vec::new();
-    let r = client
-        .get(format!("{base}/api/orders/1"))
-        .bearer_auth(&rs_token)
-        .header("x-request-id", "audit-allow-1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let r = send(
+        client
+            .get(format!("{base}/api/orders/1"))
+            .bearer_auth(&rs_token)
+            .header("x-request-id", "audit-allow-1"),
+        200,
+    )
+    .await;
     assert_eq!(r.headers()["x-request-id"], "audit-allow-1");
-    expect.push(Expect {
-        request_id: "audit-allow-1".into(),
-        route: "api",
-        method: "GET",
-        path: "/api/orders/1",
-        status: 200,
-        decision: "allow",
-        reason: "ok",
-        sub: "alice",
-        jti: "jti-audit-rs",
-    });
+    expect.push(Expect::allowed(
+        "audit-allow-1",
+        "GET",
+        "/api/orders/1",
+        "alice",
+        "jti-audit-rs",
+    ));
 
-    let r = client
-        .post(format!("{base}/api/./orders/%7e2?q=secret-query"))
-        .bearer_auth(&hs_token)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    expect.push(Expect {
-        request_id: r.headers()["x-request-id"].to_str().unwrap().into(),
-        route: "api",
-        method: "POST",
-        path: "/api/orders/~2",
-        status: 200,
-        decision: "allow",
-        reason: "ok",
-        sub: "bob",
-        jti: "jti-audit-hs",
-    });
+    let r = send(
+        client
+            .post(format!("{base}/api/./orders/%7e2?q=secret-query"))
+            .bearer_auth(&hs_token)
+            .body("x"),
+        200,
+    )
+    .await;
+    expect.push(Expect::allowed(
+        request_id(&r),
+        "POST",
+        "/api/orders/~2",
+        "bob",
+        "jti-audit-hs",
+    ));
 
-    let r = client
-        .get(format!("{base}/api/orders/2"))
-        .bearer_auth(&forged)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    expect.push(Expect {
-        request_id: r.headers()["x-request-id"].to_str().unwrap().into(),
-        route: "api",
-        method: "GET",
-        path: "/api/orders/2",
-        status: 401,
-        decision: "deny",
-        reason: "bad_signature",
-        sub: "",
-        jti: "",
-    });
+    let r = send(
+        client
+            .get(format!("{base}/api/orders/2"))
+            .bearer_auth(&forged),
+        401,
+    )
+    .await;
+    expect.push(Expect::denied(
+        request_id(&r),
+        "GET",
+        "/api/orders/2",
+        "bad_signature",
+    ));
 
-    let r = client
-        .get(format!("{base}/api/orders/3"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    expect.push(Expect {
-        request_id: r.headers()["x-request-id"].to_str().unwrap().into(),
-        route: "api",
-        method: "GET",
-        path: "/api/orders/3",
-        status: 401,
-        decision: "deny",
-        reason: "missing_token",
-        sub: "",
-        jti: "",
-    });
+    let r = send(client.get(format!("{base}/api/orders/3")), 401).await;
+    expect.push(Expect::denied(
+        request_id(&r),
+        "GET",
+        "/api/orders/3",
+        "missing_token",
+    ));
 
-    let r = client
-        .get(format!("{base}/nowhere"))
-        .bearer_auth(&rs_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    expect.push(Expect {
-        request_id: r.headers()["x-request-id"].to_str().unwrap().into(),
-        route: "none",
-        method: "GET",
-        path: "",
-        status: 404,
-        decision: "none",
-        reason: "none",
-        sub: "",
-        jti: "",
-    });
+    let r = send(
+        client.get(format!("{base}/nowhere")).bearer_auth(&rs_token),
+        404,
+    )
+    .await;
+    expect.push(Expect::unchecked(request_id(&r), "none", "GET", "", 404));
 
-    let r = client
-        .delete(format!("{base}/public/x"))
-        .header("x-request-id", "audit-anon-1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    expect.push(Expect {
-        request_id: "audit-anon-1".into(),
-        route: "public",
-        method: "DELETE",
-        path: "/public/x",
-        status: 200,
-        decision: "none",
-        reason: "none",
-        sub: "",
-        jti: "",
-    });
+    send(
+        client
+            .delete(format!("{base}/public/x"))
+            .header("x-request-id", "audit-anon-1"),
+        200,
+    )
+    .await;
+    expect.push(Expect::unchecked(
+        "audit-anon-1",
+        "public",
+        "DELETE",
+        "/public/x",
+        200,
+    ));
 
     // Refused before the pipeline (see server/malformed.rs): logged all the same.
     let raw = crate::support::raw_exchange(
@@ -253,49 +258,32 @@ async fn one_json_access_line_per_request_and_never_a_secret() {
         Duration::from_secs(5),
     );
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
-    expect.push(Expect {
-        request_id: "audit-connect-1".into(),
-        route: "none",
-        method: "CONNECT",
-        path: "",
-        status: 400,
-        decision: "none",
-        reason: "none",
-        sub: "",
-        jti: "",
-    });
+    expect.push(Expect::unchecked(
+        "audit-connect-1",
+        "none",
+        "CONNECT",
+        "",
+        400,
+    ));
 
     // A mutating admin call, so the admin secret has been presented at least once.
-    let r = client
-        .post(format!("http://127.0.0.1:{admin}/revocations"))
-        .bearer_auth(ADMIN_SECRET)
-        .header("content-type", "application/json")
-        .body(json!({"jti": "jti-audit-revoked", "exp": crate::support::now() + 600}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    send(
+        client
+            .post(format!("http://127.0.0.1:{admin}/revocations"))
+            .bearer_auth(ADMIN_SECRET)
+            .header("content-type", "application/json")
+            .body(
+                json!({"jti": "jti-audit-revoked", "exp": crate::support::now() + 600}).to_string(),
+            ),
+        201,
+    )
+    .await;
     assert_eq!(upstream.requests(), 3);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running 10 s after SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(exit.code(), Some(0));
+    gateway.sigterm();
+    assert_eq!(gateway.exit_status().await.code(), Some(0));
 
-    let log = std::fs::read_to_string(&stderr_path).unwrap();
+    let log = gateway.log();
     let lines: Vec<Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))

@@ -614,32 +614,70 @@ fn base64_decode(text: &str) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Algorithms
 
-/// A JWKS holding one key per family: the RSA key without `alg` (so it serves RS* and PS*),
-/// the others bound to their algorithm.
-fn every_family_jwks(rsa: &TestKey, p256: &TestKey, p384: &TestKey, ed: &TestKey) -> Value {
-    let mut p256_jwk = p256.jwk();
-    p256_jwk["alg"] = json!("ES256");
-    let mut p384_jwk = p384.jwk();
-    p384_jwk["alg"] = json!("ES384");
-    let mut ed_jwk = ed.jwk();
-    ed_jwk["alg"] = json!("EdDSA");
-    json!({ "keys": [rsa.jwk(), p256_jwk, p384_jwk, ed_jwk] })
-}
-
 /// 64 bytes: enough for HS512 (RFC 7518 3.2 wants a key at least as long as the hash).
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+/// One key per algorithm family, HMAC over `SECRET` included.
+struct EveryFamily {
+    rsa: TestKey,
+    p256: TestKey,
+    p384: TestKey,
+    ed: TestKey,
+    hmac: TestKey,
+}
+
+impl EveryFamily {
+    fn new() -> EveryFamily {
+        EveryFamily {
+            rsa: TestKey::rsa("rsa"),
+            p256: TestKey::p256("ec256"),
+            p384: TestKey::p384("ec384"),
+            ed: TestKey::ed25519("ed"),
+            hmac: TestKey::hmac(SECRET),
+        }
+    }
+
+    /// An issuer whose JWKS holds the RSA key without `alg` (so it serves RS* and PS*) and
+    /// the others bound to their algorithm.
+    async fn issuer(&self) -> Issuer {
+        let bound = |key: &TestKey, alg: &str| {
+            let mut jwk = key.jwk();
+            jwk["alg"] = json!(alg);
+            jwk
+        };
+        let issuer = Issuer::start(&[]).await;
+        issuer.set_jwks(json!({ "keys": [
+            self.rsa.jwk(),
+            bound(&self.p256, "ES256"),
+            bound(&self.p384, "ES384"),
+            bound(&self.ed, "EdDSA"),
+        ] }));
+        issuer
+    }
+
+    /// Every algorithm the gateway implements, with the key that signs it.
+    fn signers(&self) -> [(&TestKey, &'static str); 12] {
+        [
+            (&self.rsa, "RS256"),
+            (&self.rsa, "RS384"),
+            (&self.rsa, "RS512"),
+            (&self.rsa, "PS256"),
+            (&self.rsa, "PS384"),
+            (&self.rsa, "PS512"),
+            (&self.p256, "ES256"),
+            (&self.p384, "ES384"),
+            (&self.ed, "EdDSA"),
+            (&self.hmac, "HS256"),
+            (&self.hmac, "HS384"),
+            (&self.hmac, "HS512"),
+        ]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_accepted_when_allowed() {
-    let (rsa, p256, p384, ed) = (
-        TestKey::rsa("rsa"),
-        TestKey::p256("ec256"),
-        TestKey::p384("ec384"),
-        TestKey::ed25519("ed"),
-    );
-    let hmac = TestKey::hmac(SECRET);
-    let issuer = Issuer::start(&[]).await;
-    issuer.set_jwks(every_family_jwks(&rsa, &p256, &p384, &ed));
+    let keys = EveryFamily::new();
+    let issuer = keys.issuer().await;
     let upstream = Upstream::start().await;
     let var = format!("JWTGW_TEST_HS_{}", rand_suffix().replace(['-', '_'], "X"));
     std::env::set_var(&var, std::str::from_utf8(SECRET).expect("ASCII secret"));
@@ -652,21 +690,7 @@ async fn every_algorithm_is_accepted_when_allowed() {
     ))
     .await;
     let c = claims(&issuer.iss(), "orders-api");
-    let cases: [(&TestKey, &str); 12] = [
-        (&rsa, "RS256"),
-        (&rsa, "RS384"),
-        (&rsa, "RS512"),
-        (&rsa, "PS256"),
-        (&rsa, "PS384"),
-        (&rsa, "PS512"),
-        (&p256, "ES256"),
-        (&p384, "ES384"),
-        (&ed, "EdDSA"),
-        (&hmac, "HS256"),
-        (&hmac, "HS384"),
-        (&hmac, "HS512"),
-    ];
-    for (i, (key, alg)) in cases.iter().enumerate() {
+    for (i, (key, alg)) in keys.signers().iter().enumerate() {
         let r = gw.get("/api/x", Some(&key.mint(alg, &c))).await;
         let status = r.status();
         assert_eq!(status, 200, "{alg}: {}", r.text().await.unwrap_or_default());
@@ -677,32 +701,18 @@ async fn every_algorithm_is_accepted_when_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
-    let (rsa, p256, p384, ed) = (
-        TestKey::rsa("rsa"),
-        TestKey::p256("ec256"),
-        TestKey::p384("ec384"),
-        TestKey::ed25519("ed"),
-    );
-    let hmac = TestKey::hmac(SECRET);
-    let issuer = Issuer::start(&[]).await;
-    issuer.set_jwks(every_family_jwks(&rsa, &p256, &p384, &ed));
+    let keys = EveryFamily::new();
+    let issuer = keys.issuer().await;
     let upstream = Upstream::start().await;
     // Only ES256, and no shared secret: every other algorithm is refused before any key is tried.
     let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
     let c = claims(&issuer.iss(), "orders-api");
-    let refused: [(&TestKey, &str); 11] = [
-        (&rsa, "RS256"),
-        (&rsa, "RS384"),
-        (&rsa, "RS512"),
-        (&rsa, "PS256"),
-        (&rsa, "PS384"),
-        (&rsa, "PS512"),
-        (&p384, "ES384"),
-        (&ed, "EdDSA"),
-        (&hmac, "HS256"),
-        (&hmac, "HS384"),
-        (&hmac, "HS512"),
-    ];
+    let refused: Vec<_> = keys
+        .signers()
+        .into_iter()
+        .filter(|&(_, alg)| alg != "ES256")
+        .collect();
+    assert_eq!(refused.len(), 11);
     for (key, alg) in refused {
         expect_denied(
             &gw,
@@ -714,12 +724,12 @@ async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
         )
         .await;
     }
-    let r = gw.get("/api/x", Some(&p256.mint("ES256", &c))).await;
+    let r = gw.get("/api/x", Some(&keys.p256.mint("ES256", &c))).await;
     assert_eq!(r.status(), 200, "the allowed algorithm still works");
 
     // The same family is not enough: a provider of RS256 refuses PS256 and RS512 from its key.
     let upstream2 = Upstream::start().await;
-    let issuer2 = Issuer::start(&[(&rsa, "RS256")]).await;
+    let issuer2 = Issuer::start(&[(&keys.rsa, "RS256")]).await;
     let gw2 = TestGateway::start(&auth_yaml(&issuer2, &upstream2, "RS256", "", "")).await;
     let c2 = claims(&issuer2.iss(), "orders-api");
     for alg in ["PS256", "RS512"] {
@@ -729,7 +739,7 @@ async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
             "api",
             Want::Invalid("alg_not_allowed"),
             alg,
-            gw2.get("/api/x", Some(&rsa.mint(alg, &c2))),
+            gw2.get("/api/x", Some(&keys.rsa.mint(alg, &c2))),
         )
         .await;
     }

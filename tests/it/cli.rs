@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{claims, Issuer, Pki, TestKey, Upstream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_jwt-gateway");
+use crate::support::process::{free_port, GatewayProcess, BIN};
+use crate::support::{claims, test_provider_yaml, Issuer, Pki, TestKey, Upstream};
 
 /// Runs the binary to completion off the async runtime (servers in this process keep serving).
 async fn gateway_cmd(args: &[&str]) -> Output {
@@ -164,13 +163,7 @@ fn explain_yaml(issuer: &Issuer) -> String {
 server:
   insecure_plaintext: true
 providers:
-  - name: test
-    issuer: "{iss}"
-    jwks_url: "{jwks}"
-    allow_insecure_jwks_http: true
-    algorithms: [ES256]
-    audiences: ["orders-api"]
-routes:
+{provider}routes:
   - name: orders
     match: {{ host: api.example.com, path_prefix: /orders }}
     upstream: "http://127.0.0.1:9"
@@ -182,8 +175,7 @@ routes:
     forward:
       claims: {{ sub: X-Auth-Subject }}
 "#,
-        iss = issuer.iss(),
-        jwks = issuer.jwks_url()
+        provider = test_provider_yaml(issuer, "ES256"),
     )
 }
 
@@ -320,15 +312,6 @@ async fn check_request_explains_the_decision_without_the_signature() {
     );
 }
 
-/// A loopback port free right now (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn run_yaml(port: u16, admin: u16, upstream: &str) -> String {
     format!(
         r#"
@@ -403,43 +386,14 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
-    let config = write_config(
-        dir.path(),
-        "gateway.yaml",
-        &run_yaml(port, admin, &upstream.url()),
-    );
-    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c", config.to_str().unwrap()])
-        .env_remove("JWT_GATEWAY_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start jwt-gateway");
-    let log_text = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let mut gateway =
+        GatewayProcess::spawn(dir.path(), &run_yaml(port, admin, &upstream.url()), &[]);
+    gateway.wait_until_ok(admin, "/healthz").await;
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut ready = false;
-    for _ in 0..200 {
-        let health = client
-            .get(format!("http://127.0.0.1:{admin}/healthz"))
-            .send()
-            .await;
-        if health.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if !ready {
-        let _ = child.kill();
-        panic!("gateway never became healthy:\n{}", log_text());
-    }
-
     let slow = tokio::spawn({
         let client = client.clone();
         async move {
@@ -459,11 +413,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         "the slow request reached the upstream"
     );
     let signalled = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    gateway.sigterm();
 
     // New connections are refused soon after the signal, while the slow one is still running.
     let mut refused = false;
@@ -487,18 +437,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(body.contains("/slow/2000"), "{body}");
     assert!(took >= Duration::from_millis(2000));
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running 10 s after SIGTERM:\n{}", log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(exit.code(), Some(0), "{}", log_text());
+    let exit = gateway.exit_status().await;
+    assert_eq!(exit.code(), Some(0), "{}", gateway.log());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     assert!(std::net::TcpStream::connect(("127.0.0.1", admin)).is_err());
     assert_eq!(upstream.requests(), 1);

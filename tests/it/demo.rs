@@ -1,16 +1,10 @@
 //! `jwt-gateway demo` as a new user runs it: the printed commands give 200, 200, 401 and 403.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
+use crate::support::process::{free_port, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_the_repo_config_with_its_stand_ins() {
@@ -27,7 +21,7 @@ async fn demo_serves_the_repo_config_with_its_stand_ins() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jwt-gateway"))
+    let mut child = Command::new(BIN)
         .args(["demo", "-c"])
         .arg(&path)
         .stdout(Stdio::piped())

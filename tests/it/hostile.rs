@@ -439,62 +439,34 @@ async fn broken_client_body_is_400_not_an_upstream_error() {
 async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
     let stack = Stack::start("").await;
     let token = stack.token();
-    let get = |target: &str, host: &str, auth: &str| {
-        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")
-            .into_bytes()
-    };
     let bearer = format!("Authorization: Bearer {token}\r\n");
-    let status_of = |bytes: Option<Vec<u8>>| {
-        let bytes = bytes.expect("answered and closed in time");
+    let status_of_get = async |target: &str, host: &str, auth: &str| {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+        let bytes = exchange(stack.gw.addr, request.as_bytes(), Duration::from_secs(5))
+            .await
+            .expect("answered and closed in time");
         responses(&bytes).first().map_or(0, |a| a.status)
     };
 
     // The target names another host than Host: routing follows the target (RFC 9112 3.2.2), and
     // the upstream is told the same host in X-Forwarded-Host.
-    let s = status_of(
-        exchange(
-            stack.gw.addr,
-            &get("http://evil.example/api/x", "api.example.com", ""),
-            Duration::from_secs(5),
-        )
-        .await,
-    );
+    let s = status_of_get("http://evil.example/api/x", "api.example.com", "").await;
     assert_eq!(
         s, 401,
         "evil.example/api is taken by the protected api-any route"
     );
-    let s = status_of(
-        exchange(
-            stack.gw.addr,
-            &get("http://api.example.com/api/x", "www.example.com", ""),
-            Duration::from_secs(5),
-        )
-        .await,
-    );
+    let s = status_of_get("http://api.example.com/api/x", "www.example.com", "").await;
     assert_eq!(
         s, 401,
         "a Host naming the anonymous host does not open api.example.com"
     );
-    let s = status_of(
-        exchange(
-            stack.gw.addr,
-            &get("https://API.example.com:8443/api/x", "www.example.com", ""),
-            Duration::from_secs(5),
-        )
-        .await,
-    );
+    let s = status_of_get("https://API.example.com:8443/api/x", "www.example.com", "").await;
     assert_eq!(s, 401);
     assert_eq!(stack.guarded.requests(), 0);
     assert_eq!(stack.open.requests(), 0);
 
-    let s = status_of(
-        exchange(
-            stack.gw.addr,
-            &get("http://www.example.com/api/x", "api.example.com", ""),
-            Duration::from_secs(5),
-        )
-        .await,
-    );
+    let s = status_of_get("http://www.example.com/api/x", "api.example.com", "").await;
     assert_eq!(s, 200, "www.example.com is anonymous");
     let seen = stack.open.last().expect("open upstream saw it");
     assert_eq!(seen.path_and_query, "/api/x");
@@ -505,14 +477,7 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
     );
     assert_eq!(stack.guarded.requests(), 0);
 
-    let s = status_of(
-        exchange(
-            stack.gw.addr,
-            &get("http://api.example.com/api/y", "www.example.com", &bearer),
-            Duration::from_secs(5),
-        )
-        .await,
-    );
+    let s = status_of_get("http://api.example.com/api/y", "www.example.com", &bearer).await;
     assert_eq!(s, 200);
     let seen = stack.guarded.last().expect("guarded upstream saw it");
     assert_eq!(seen.path_and_query, "/api/y");

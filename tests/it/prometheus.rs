@@ -1,11 +1,11 @@
 //! A real Prometheus (Debian's package) scrapes a running gateway, and PromQL sees the traffic.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::process::free_port;
 use crate::support::{basic_yaml, claims, Issuer, TestGateway, TestKey, Upstream};
 
 struct KillOnDrop(std::process::Child);
@@ -47,10 +47,7 @@ async fn prometheus_scrapes_the_gateway_and_promql_sees_the_traffic() {
         ),
     )
     .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    let port = free_port();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(

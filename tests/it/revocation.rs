@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::redis::RedisServer;
-use crate::support::{claims, metric, now, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::{
+    claims, metric, now, test_provider_yaml, Issuer, TestGateway, TestKey, Upstream,
+};
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
@@ -25,13 +27,7 @@ server:
 admin:
   token_env: JWT_GATEWAY_TEST_ADMIN_TOKEN
 providers:
-  - name: test
-    issuer: "{iss}"
-    jwks_url: "{jwks}"
-    allow_insecure_jwks_http: true
-    algorithms: [ES256]
-    audiences: ["orders-api"]
-routes:
+{provider}routes:
   - name: api
     match: {{ path_prefix: /api }}
     upstream: "{up}"
@@ -39,8 +35,7 @@ routes:
 revocation:
 {revocation}
 "#,
-        iss = issuer.iss(),
-        jwks = issuer.jwks_url(),
+        provider = test_provider_yaml(issuer, "ES256"),
         up = upstream.url(),
     )
 }
@@ -67,6 +62,34 @@ async fn admin(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+async fn post_revocation(gw: &TestGateway, body: Value, token: Option<&str>) -> (u16, Value) {
+    admin(gw, reqwest::Method::POST, "/revocations", Some(body), token).await
+}
+
+/// Revokes the token carrying claims `c` by its `jti`, until its `exp`.
+async fn revoke_jti(gw: &TestGateway, c: &Value) -> (u16, Value) {
+    post_revocation(
+        gw,
+        json!({"jti": c["jti"], "exp": c["exp"]}),
+        Some(ADMIN_TOKEN),
+    )
+    .await
+}
+
+async fn delete_revocation(gw: &TestGateway, id: &str, token: Option<&str>) -> u16 {
+    let path = format!("/revocations/{id}");
+    admin(gw, reqwest::Method::DELETE, &path, None, token)
+        .await
+        .0
+}
+
+/// Listing needs no token: only changes are guarded.
+async fn list_revocations(gw: &TestGateway) -> Value {
+    admin(gw, reqwest::Method::GET, "/revocations", None, None)
+        .await
+        .1
+}
+
 async fn status_of(gw: &TestGateway, token: &str) -> u16 {
     gw.get("/api/x", Some(token)).await.status().as_u16()
 }
@@ -79,28 +102,9 @@ async fn admin_api_requires_the_token_and_a_well_formed_body() {
     let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
     let body = json!({"jti": "abc", "exp": now() + 60});
 
+    assert_eq!(post_revocation(&gw, body.clone(), None).await.0, 401);
     assert_eq!(
-        admin(
-            &gw,
-            reqwest::Method::POST,
-            "/revocations",
-            Some(body.clone()),
-            None
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        admin(
-            &gw,
-            reqwest::Method::POST,
-            "/revocations",
-            Some(body.clone()),
-            Some("wrong")
-        )
-        .await
-        .0,
+        post_revocation(&gw, body.clone(), Some("wrong")).await.0,
         401
     );
     for bad in [
@@ -110,69 +114,18 @@ async fn admin_api_requires_the_token_and_a_well_formed_body() {
         json!([1]),
         json!({"sub": "u", "exp": 3}),
     ] {
-        assert_eq!(
-            admin(
-                &gw,
-                reqwest::Method::POST,
-                "/revocations",
-                Some(bad),
-                Some(ADMIN_TOKEN)
-            )
-            .await
-            .0,
-            400
-        );
+        assert_eq!(post_revocation(&gw, bad, Some(ADMIN_TOKEN)).await.0, 400);
     }
-    let (_, list) = admin(&gw, reqwest::Method::GET, "/revocations", None, None).await;
+    let list = list_revocations(&gw).await;
     assert_eq!(list, json!([]), "refused calls changed nothing");
 
-    let (status, entry) = admin(
-        &gw,
-        reqwest::Method::POST,
-        "/revocations",
-        Some(body),
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let (status, entry) = post_revocation(&gw, body, Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 201);
     assert_eq!(entry["jti"], "abc");
     let id = entry["id"].as_str().expect("id").to_string();
-    assert_eq!(
-        admin(
-            &gw,
-            reqwest::Method::DELETE,
-            &format!("/revocations/{id}"),
-            None,
-            None
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        admin(
-            &gw,
-            reqwest::Method::DELETE,
-            &format!("/revocations/{id}"),
-            None,
-            Some(ADMIN_TOKEN)
-        )
-        .await
-        .0,
-        204
-    );
-    assert_eq!(
-        admin(
-            &gw,
-            reqwest::Method::DELETE,
-            &format!("/revocations/{id}"),
-            None,
-            Some(ADMIN_TOKEN)
-        )
-        .await
-        .0,
-        404
-    );
+    assert_eq!(delete_revocation(&gw, &id, None).await, 401);
+    assert_eq!(delete_revocation(&gw, &id, Some(ADMIN_TOKEN)).await, 204);
+    assert_eq!(delete_revocation(&gw, &id, Some(ADMIN_TOKEN)).await, 404);
     gw.stop().await;
 }
 
@@ -188,14 +141,7 @@ async fn revoked_tokens_are_refused_even_when_cached() {
     assert_eq!(status_of(&gw, &token).await, 200, "now cached");
     let seen = upstream.requests();
 
-    let (status, entry) = admin(
-        &gw,
-        reqwest::Method::POST,
-        "/revocations",
-        Some(json!({"jti": c["jti"], "exp": c["exp"]})),
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let (status, entry) = revoke_jti(&gw, &c).await;
     assert_eq!(status, 201);
     let r = gw.get("/api/x", Some(&token)).await;
     assert_eq!(r.status(), 401);
@@ -244,18 +190,7 @@ async fn revoked_tokens_are_refused_even_when_cached() {
     );
 
     let id = entry["id"].as_str().unwrap();
-    assert_eq!(
-        admin(
-            &gw,
-            reqwest::Method::DELETE,
-            &format!("/revocations/{id}"),
-            None,
-            Some(ADMIN_TOKEN)
-        )
-        .await
-        .0,
-        204
-    );
+    assert_eq!(delete_revocation(&gw, id, Some(ADMIN_TOKEN)).await, 204);
     gw.stop().await;
 }
 
@@ -271,24 +206,11 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
     let token = key.mint("ES256", &c);
 
     let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    assert_eq!(revoke_jti(&gw, &c).await.0, 201);
     assert_eq!(
-        admin(
+        post_revocation(
             &gw,
-            reqwest::Method::POST,
-            "/revocations",
-            Some(json!({"jti": c["jti"], "exp": c["exp"]})),
-            Some(ADMIN_TOKEN)
-        )
-        .await
-        .0,
-        201
-    );
-    assert_eq!(
-        admin(
-            &gw,
-            reqwest::Method::POST,
-            "/revocations",
-            Some(json!({"jti": "long-gone", "exp": 1000})),
+            json!({"jti": "long-gone", "exp": 1000}),
             Some(ADMIN_TOKEN)
         )
         .await
@@ -304,7 +226,7 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
         401,
         "the revocation survived the restart"
     );
-    let (_, list) = admin(&gw, reqwest::Method::GET, "/revocations", None, None).await;
+    let list = list_revocations(&gw).await;
     assert_eq!(
         list.as_array().map(Vec::len),
         Some(1),
@@ -351,14 +273,7 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
     let c1 = claims(&issuer.iss(), "orders-api");
     let t1 = key.mint("ES256", &c1);
     assert_eq!(status_of(&b, &t1).await, 200);
-    let (status, _) = admin(
-        &a,
-        reqwest::Method::POST,
-        "/revocations",
-        Some(json!({"jti": c1["jti"], "exp": c1["exp"]})),
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let (status, _) = revoke_jti(&a, &c1).await;
     assert_eq!(status, 201);
     let took = wait_for(
         "B refuses the token revoked through A",
@@ -372,14 +287,7 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
     redis.kill();
     let c2 = claims(&issuer.iss(), "orders-api");
     let t2 = key.mint("ES256", &c2);
-    let (status, _) = admin(
-        &a,
-        reqwest::Method::POST,
-        "/revocations",
-        Some(json!({"jti": c2["jti"], "exp": c2["exp"]})),
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let (status, _) = revoke_jti(&a, &c2).await;
     assert_eq!(status, 503);
     for _ in 0..20 {
         assert_eq!(status_of(&a, &t1).await, 401);
@@ -419,14 +327,7 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
         async || status_of(&c, &t1).await == 401,
     )
     .await;
-    let (status, _) = admin(
-        &b,
-        reqwest::Method::POST,
-        "/revocations",
-        Some(json!({"jti": c2["jti"], "exp": c2["exp"]})),
-        Some(ADMIN_TOKEN),
-    )
-    .await;
+    let (status, _) = revoke_jti(&b, &c2).await;
     assert_eq!(status, 201);
     wait_for(
         "A refuses the token revoked through B",

@@ -1,7 +1,7 @@
 //! What the upstream is told: no hop-by-hop fields (named in `Connection` or not), no
 //! URL-override or identity headers from the client, and `X-Forwarded-*` / `X-Request-Id` set.
 
-use super::{es256_issuer, providers_yaml, raw};
+use super::{es256_issuer, providers_yaml, public_and_api_routes, raw};
 use crate::support::{claims, TestGateway, Upstream};
 
 /// Headers a client sends that must never reach an upstream.
@@ -56,19 +56,11 @@ server:
   insecure_plaintext: true
 {providers}
 routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-    forward:
+{routes}    forward:
       claims: {{ sub: X-Auth-Subject }}
 "#,
         providers = providers_yaml(&issuer),
-        up = upstream.url()
+        routes = public_and_api_routes(&upstream.url()),
     ))
     .await;
     (gw, issuer, key)

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Issuer, TestKey};
+use crate::support::{test_provider_yaml, Issuer, TestKey};
 
 /// An HTTP/1.x response read off a raw socket until the server closed it.
 #[derive(Debug)]
@@ -91,20 +91,28 @@ pub async fn raw_get(addr: SocketAddr, host: &str, target: &str) -> RawResponse 
     .await
 }
 
+/// Two routes to `upstream`, for list items under `routes:`: `/public` anonymous, and `/api`
+/// behind provider `test` (see `providers_yaml`). Further keys of the `api` route or further
+/// routes can follow.
+pub fn public_and_api_routes(upstream: &str) -> String {
+    format!(
+        r#"  - name: public
+    match: {{ path_prefix: /public }}
+    upstream: "{upstream}"
+    auth: anonymous
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: "{upstream}"
+    auth: {{ providers: [test] }}
+"#
+    )
+}
+
 /// The `providers:` section trusting `issuer` as provider `test` (ES256, audience `orders-api`).
 pub fn providers_yaml(issuer: &Issuer) -> String {
     format!(
-        r#"providers:
-  - name: test
-    issuer: "{iss}"
-    jwks_url: "{jwks}"
-    allow_insecure_jwks_http: true
-    algorithms: [ES256]
-    audiences: ["orders-api"]
-    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
-"#,
-        iss = issuer.iss(),
-        jwks = issuer.jwks_url(),
+        "providers:\n{}    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}\n",
+        test_provider_yaml(issuer, "ES256")
     )
 }
 

@@ -1,7 +1,7 @@
 //! Path normalization end to end, over raw sockets (HTTP clients normalize paths themselves).
 //! Allowed paths reach the upstream exactly as routed; refused ones reach no upstream at all.
 
-use super::{es256_issuer, providers_yaml, raw_get};
+use super::{es256_issuer, providers_yaml, public_and_api_routes, raw_get};
 use crate::support::{TestGateway, Upstream};
 
 /// Where a request must end up.
@@ -90,15 +90,7 @@ server:
   insecure_plaintext: true
 {providers}
 routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{a}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{a}"
-    auth: {{ providers: [test] }}
-  - name: strip
+{routes}  - name: strip
     match: {{ path_prefix: /strip }}
     strip_prefix: /strip
     upstream: "{b}/base"
@@ -109,7 +101,7 @@ routes:
     auth: anonymous
 "#,
         providers = providers_yaml(&issuer),
-        a = a.url(),
+        routes = public_and_api_routes(&a.url()),
         b = b.url(),
     ))
     .await;

@@ -3,7 +3,7 @@
 use http::Version;
 use serde_json::Value;
 
-use super::{es256_issuer, providers_yaml};
+use super::{es256_issuer, providers_yaml, public_and_api_routes};
 use crate::support::{Issuer, Pki, TestGateway, Upstream};
 
 fn yaml(issuer: &Issuer, upstream: &Upstream, server: &str) -> String {
@@ -13,17 +13,9 @@ server:
 {server}
 {providers}
 routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-"#,
+{routes}"#,
         providers = providers_yaml(issuer),
-        up = upstream.url(),
+        routes = public_and_api_routes(&upstream.url()),
     )
 }
 

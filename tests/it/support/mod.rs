@@ -4,6 +4,7 @@
 
 pub mod denials;
 pub mod keys;
+pub mod process;
 pub mod redis;
 pub mod servers;
 
@@ -233,6 +234,22 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The list item (under `providers:`) for provider `test`: trusts `issuer`, whose JWKS is served
+/// over plain HTTP, for `algorithms` and audience `orders-api`. Further keys can follow.
+pub fn test_provider_yaml(issuer: &Issuer, algorithms: &str) -> String {
+    format!(
+        r#"  - name: test
+    issuer: "{iss}"
+    jwks_url: "{jwks}"
+    allow_insecure_jwks_http: true
+    algorithms: [{algorithms}]
+    audiences: ["orders-api"]
+"#,
+        iss = issuer.iss(),
+        jwks = issuer.jwks_url(),
+    )
+}
+
 /// A config with one provider (`test`) trusting `issuer`, one protected route `/api` and one
 /// anonymous route `/public`, both to `upstream`, over plaintext.
 pub fn basic_yaml(issuer: &Issuer, upstream: &Upstream, algorithms: &str) -> String {
@@ -241,13 +258,7 @@ pub fn basic_yaml(issuer: &Issuer, upstream: &Upstream, algorithms: &str) -> Str
 server:
   insecure_plaintext: true
 providers:
-  - name: test
-    issuer: "{iss}"
-    jwks_url: "{jwks}"
-    allow_insecure_jwks_http: true
-    algorithms: [{algorithms}]
-    audiences: ["orders-api"]
-    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
+{provider}    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
 routes:
   - name: public
     match: {{ path_prefix: /public }}
@@ -266,8 +277,7 @@ routes:
         sub: X-Auth-Subject
         realm_access.roles: X-Auth-Roles
 "#,
-        iss = issuer.iss(),
-        jwks = issuer.jwks_url(),
+        provider = test_provider_yaml(issuer, algorithms),
         up = upstream.url(),
     )
 }

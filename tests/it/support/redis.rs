@@ -1,19 +1,13 @@
 //! A real `redis-server` (Debian's package) on a free loopback port, killed when dropped.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::process::free_port;
 
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl RedisServer {
