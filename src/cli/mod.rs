@@ -116,9 +116,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A multi-threaded runtime; failing to build one is a runtime failure.
+/// The async runtime: one worker per CPU the process may use (affinity and cgroup quota
+/// included). With a single CPU, the current-thread scheduler does the same work without the
+/// work-stealing machinery's atomics and cross-thread wake-ups. Failing to build one is a
+/// runtime failure.
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .build()
         .map_err(|e| CliError::Runtime(format!("cannot start the async runtime: {e}")))

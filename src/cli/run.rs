@@ -34,7 +34,13 @@ async fn serve_config(config: Config, config_path: &Path) -> Result<(), CliError
         config_path.to_path_buf(),
         watch_stop.clone(),
     ));
-    tracing::info!(listen = %listeners.public.local_addr().map(|a| a.to_string()).unwrap_or_default(), "jwt-gateway started");
+    let runtime = tokio::runtime::Handle::current();
+    tracing::info!(
+        listen = %listeners.public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        scheduler = ?runtime.runtime_flavor(),
+        workers = runtime.metrics().num_workers(),
+        "jwt-gateway started"
+    );
     serve(listeners, gateway, shutdown_signal(), DRAIN_DEADLINE).await;
     watch_stop.cancel();
     tracing::info!("jwt-gateway stopped");

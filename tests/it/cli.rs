@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::process::{free_port, GatewayProcess, BIN};
-use crate::support::{claims, test_provider_yaml, Issuer, Pki, TestKey, Upstream};
+use crate::support::{basic_yaml, claims, test_provider_yaml, Issuer, Pki, TestKey, Upstream};
 
 /// Runs the binary to completion off the async runtime (servers in this process keep serving).
 async fn gateway_cmd(args: &[&str]) -> Output {
@@ -442,4 +442,74 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     assert!(std::net::TcpStream::connect(("127.0.0.1", admin)).is_err());
     assert_eq!(upstream.requests(), 1);
+}
+
+/// With one CPU the binary runs tokio's current-thread scheduler instead of the work-stealing
+/// one: the same binary, confined by `taskset`, must still fetch keys, validate, reload and drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_cpu_the_gateway_validates_reloads_and_drains() {
+    let key = TestKey::rsa("one-cpu");
+    let issuer = Issuer::start(&[(&key, "RS256")]).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = |extra_route: &str| {
+        let listen = format!("server:\n  listen: \"127.0.0.1:{port}\"\n");
+        format!(
+            "{}{extra_route}admin:\n  listen: \"127.0.0.1:{admin}\"\nlog: {{ level: info, format: text }}\n",
+            basic_yaml(&issuer, &upstream, "RS256").replacen("server:\n", &listen, 1)
+        )
+    };
+    let mut gateway = GatewayProcess::spawn_on_one_cpu(dir.path(), &yaml(""), &[]);
+    gateway.wait_until_ok(admin, "/readyz").await;
+    assert!(
+        gateway.log().contains("scheduler=CurrentThread workers=1"),
+        "{}",
+        gateway.log()
+    );
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let get = |path: &'static str, token: Option<String>| {
+        let client = client.clone();
+        async move {
+            let mut request = client.get(format!("http://127.0.0.1:{port}{path}"));
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            request.send().await.expect("answer").status().as_u16()
+        }
+    };
+    let token = key.mint("RS256", &claims(&issuer.iss(), "orders-api"));
+    assert_eq!(get("/api/orders", Some(token.clone())).await, 200);
+    assert_eq!(get("/api/orders", Some(token)).await, 200, "from the cache");
+    assert_eq!(get("/api/orders", None).await, 401);
+    assert_eq!(
+        upstream.requests(),
+        2,
+        "the refusal never reached the upstream"
+    );
+    assert_eq!(get("/extra/x", None).await, 404);
+
+    let extra = format!(
+        "  - name: extra\n    match: {{ path_prefix: /extra }}\n    upstream: \"{}\"\n    auth: anonymous\n",
+        upstream.url()
+    );
+    std::fs::write(dir.path().join("gateway.yaml"), yaml(&extra)).unwrap();
+    gateway.sighup();
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if get("/extra/x", None).await == 200 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "the new route never appeared:\n{}", gateway.log());
+
+    gateway.sigterm();
+    let exit = gateway.exit_status().await;
+    assert_eq!(exit.code(), Some(0), "{}", gateway.log());
 }

@@ -27,10 +27,22 @@ impl GatewayProcess {
     /// Writes `yaml` into `dir` and starts the binary on it with `env` set. `JWT_GATEWAY_CONFIG`
     /// is removed so that only `-c` names the config.
     pub fn spawn(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
+        GatewayProcess::start(Command::new(BIN), dir, yaml, env)
+    }
+
+    /// The same, confined to the first CPU by `taskset` (util-linux), as a container limited to
+    /// one CPU would be.
+    pub fn spawn_on_one_cpu(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["-c", "0", BIN]);
+        GatewayProcess::start(taskset, dir, yaml, env)
+    }
+
+    fn start(mut command: Command, dir: &Path, yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
         let config = dir.join("gateway.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let stderr = dir.join("stderr.log");
-        let child = Command::new(BIN)
+        let child = command
             .args(["run", "-c", config.to_str().expect("UTF-8 temp path")])
             .env_remove("JWT_GATEWAY_CONFIG")
             .envs(env.iter().copied())
@@ -69,8 +81,17 @@ impl GatewayProcess {
 
     /// Sends SIGTERM (not `Child::kill`, which is SIGKILL and would skip the drain).
     pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends SIGHUP: reload the config file.
+    pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    fn signal(&self, which: &str) {
         let kill = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(kill.success());
