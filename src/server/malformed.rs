@@ -141,7 +141,10 @@ mod tests {
         );
         for te in ["gzip, chunked", "identity,chunked"] {
             assert_eq!(
-                check(&request("POST", &[("transfer-encoding", te)])),
+                check(&request(
+                    "POST",
+                    &[("host", "a"), ("transfer-encoding", te)]
+                )),
                 Some(Malformed::TransferCoding),
                 "{te}"
             );
@@ -150,16 +153,23 @@ mod tests {
             check(&request(
                 "POST",
                 &[
+                    ("host", "a"),
                     ("transfer-encoding", "chunked"),
                     ("transfer-encoding", "gzip")
                 ]
             )),
             Some(Malformed::TransferCoding)
         );
+        assert_eq!(check(&request("GET", &[])), Some(Malformed::MissingHost));
+        let mut http10 = request("GET", &[]);
+        *http10.version_mut() = Version::HTTP_10;
+        let mut http2 = request("GET", &[]);
+        *http2.version_mut() = Version::HTTP_2;
         for fine in [
             request("GET", &[("host", "a")]),
-            request("POST", &[("transfer-encoding", "Chunked")]),
-            request("GET", &[]),
+            request("POST", &[("host", "a"), ("transfer-encoding", "Chunked")]),
+            http10,
+            http2,
         ] {
             assert_eq!(check(&fine), None);
         }
