@@ -8,7 +8,7 @@
 use std::fmt;
 
 use http::header::AUTHORIZATION;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// What the Authorization header(s) of a request yield.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,9 +58,54 @@ pub fn extract_bearer(
     headers: &HeaderMap,
     max_token_bytes: usize,
 ) -> Result<Bearer<'_>, BadAuthorization> {
+    match credential(headers, max_token_bytes)? {
+        Some(credential) => credential.checked().map(Bearer::Token),
+        None => Ok(Bearer::Absent),
+    }
+}
+
+/// A `Bearer` credential whose scheme, spacing, count and length are checked, but not yet the
+/// token's characters: the proxy first asks the verified-token cache, where a hit is a string
+/// that passed [`Credential::checked`] before, and scans only on a miss.
+#[derive(Clone, Copy, Debug)]
+pub struct Credential<'a> {
+    value: &'a HeaderValue,
+    token: &'a [u8],
+}
+
+impl<'a> Credential<'a> {
+    /// The token as sent; not yet known to be a b64token.
+    #[must_use]
+    pub fn bytes(&self) -> &'a [u8] {
+        self.token
+    }
+
+    /// The token, once its characters are the b64token ones (RFC 6750 2.1).
+    ///
+    /// # Errors
+    ///
+    /// [`BadAuthorization::NotAscii`] or [`BadAuthorization::Malformed`].
+    pub fn checked(&self) -> Result<&'a str, BadAuthorization> {
+        if !is_b64token(self.token) {
+            return Err(refusal(self.value, BadAuthorization::Malformed));
+        }
+        // b64token characters are ASCII, so this cannot fail; no unsafe needed to say so.
+        std::str::from_utf8(self.token).map_err(|_| BadAuthorization::Malformed)
+    }
+}
+
+/// The request's `Bearer` credential, `None` when it has none (or another scheme's).
+///
+/// # Errors
+///
+/// As [`extract_bearer`], except for the token's characters ([`Credential::checked`]).
+pub fn credential(
+    headers: &HeaderMap,
+    max_token_bytes: usize,
+) -> Result<Option<Credential<'_>>, BadAuthorization> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Ok(Bearer::Absent);
+        return Ok(None);
     };
     // With two headers the gateway might validate one token while the upstream honours the
     // other, whatever their schemes.
@@ -69,17 +114,25 @@ pub fn extract_bearer(
     }
     // A well-formed bearer credential is visible ASCII by construction, so the ASCII check runs
     // only when the value is about to be refused or passed over: one scan of the token, not two.
-    let not_ascii = || value.to_str().is_err();
     match bearer_token(value.as_bytes(), max_token_bytes) {
-        Ok(Some(token)) => Ok(Bearer::Token(token)),
-        _ if not_ascii() => Err(BadAuthorization::NotAscii),
-        Ok(None) => Ok(Bearer::Absent),
-        Err(bad) => Err(bad),
+        Ok(Some(token)) => Ok(Some(Credential { value, token })),
+        Ok(None) if value.to_str().is_ok() => Ok(None),
+        Ok(None) => Err(BadAuthorization::NotAscii),
+        Err(bad) => Err(refusal(value, bad)),
+    }
+}
+
+/// A refused value that is not even visible ASCII is reported as such, whatever else is wrong.
+fn refusal(value: &HeaderValue, bad: BadAuthorization) -> BadAuthorization {
+    if value.to_str().is_err() {
+        BadAuthorization::NotAscii
+    } else {
+        bad
     }
 }
 
 /// The token of a `Bearer` credential, `None` for another scheme.
-fn bearer_token(value: &[u8], max_token_bytes: usize) -> Result<Option<&str>, BadAuthorization> {
+fn bearer_token(value: &[u8], max_token_bytes: usize) -> Result<Option<&[u8]>, BadAuthorization> {
     // Splitting at tabs as well keeps `Bearer<TAB>token` from passing as an unknown scheme
     // (and so as an anonymous request) instead of being refused.
     let at = value
@@ -104,20 +157,14 @@ fn bearer_token(value: &[u8], max_token_bytes: usize) -> Result<Option<&str>, Ba
     if token.len() > max_token_bytes {
         return Err(BadAuthorization::TooLong);
     }
-    if !is_b64token(token) {
-        return Err(BadAuthorization::Malformed);
-    }
-    // b64token characters are ASCII, so this cannot fail; no unsafe needed to say so.
-    std::str::from_utf8(token)
-        .map(Some)
-        .map_err(|_| BadAuthorization::Malformed)
+    Ok(Some(token))
 }
 
 /// RFC 6750 2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 ///
 /// Anything else, trailing whitespace and a second word included, makes the header ambiguous.
-/// Every protected request scans its whole token here, so the scan is branch-free per byte and
-/// folds 32-byte chunks, which the compiler turns into vector code.
+/// Every token the cache does not know is scanned whole here, so the scan is branch-free per byte
+/// and folds 32-byte chunks, which the compiler turns into vector code.
 fn is_b64token(token: &[u8]) -> bool {
     let end = token.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
     let body = &token[..end];
@@ -144,7 +191,6 @@ fn is_b64token_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
     use proptest::prelude::*;
 
     const MAX: usize = 64;
@@ -159,6 +205,29 @@ mod tests {
         // Leaking keeps the borrowed token comparable in tables; fine in tests.
         let headers: &'static HeaderMap = Box::leak(Box::new(one(value.as_bytes())));
         extract_bearer(headers, MAX)
+    }
+
+    #[test]
+    fn a_credential_is_scanned_only_when_asked() {
+        let read = |value: &[u8]| -> Option<(Vec<u8>, Result<String, BadAuthorization>)> {
+            let headers = one(value);
+            credential(&headers, MAX)
+                .unwrap()
+                .map(|c| (c.bytes().to_vec(), c.checked().map(str::to_string)))
+        };
+        assert_eq!(
+            read(b"Bearer abc!"),
+            Some((b"abc!".to_vec(), Err(BadAuthorization::Malformed)))
+        );
+        assert_eq!(
+            read(b"Bearer abc\xff"),
+            Some((b"abc\xff".to_vec(), Err(BadAuthorization::NotAscii)))
+        );
+        assert_eq!(
+            read(b"Bearer abc"),
+            Some((b"abc".to_vec(), Ok("abc".into())))
+        );
+        assert_eq!(read(b"Basic abc"), None);
     }
 
     #[test]

@@ -56,10 +56,10 @@ impl CachedToken {
 
 struct UntilExp;
 
-impl Expiry<Arc<str>, Arc<CachedToken>> for UntilExp {
+impl Expiry<Arc<[u8]>, Arc<CachedToken>> for UntilExp {
     fn expire_after_create(
         &self,
-        _key: &Arc<str>,
+        _key: &Arc<[u8]>,
         value: &Arc<CachedToken>,
         _now: Instant,
     ) -> Option<Duration> {
@@ -74,7 +74,9 @@ type TokenHasher = foldhash::fast::RandomState;
 
 #[derive(Clone)]
 pub struct VerifiedCache {
-    cache: Cache<Arc<str>, Arc<CachedToken>, TokenHasher>,
+    /// Keyed by the token's bytes, so a request's credential can be looked up before its
+    /// characters are checked (see `bearer::Credential`).
+    cache: Cache<Arc<[u8]>, Arc<CachedToken>, TokenHasher>,
 }
 
 impl VerifiedCache {
@@ -87,19 +89,20 @@ impl VerifiedCache {
         }
     }
 
-    pub fn get(&self, token: &str) -> Option<Arc<CachedToken>> {
+    pub fn get(&self, token: &[u8]) -> Option<Arc<CachedToken>> {
         self.cache.get(token)
     }
 
     pub fn insert(&self, token: &str, entry: CachedToken) -> Arc<CachedToken> {
         let entry = Arc::new(entry);
         if !entry.ttl.is_zero() {
-            self.cache.insert(Arc::from(token), entry.clone());
+            self.cache
+                .insert(Arc::from(token.as_bytes()), entry.clone());
         }
         entry
     }
 
-    pub fn remove(&self, token: &str) {
+    pub fn remove(&self, token: &[u8]) {
         self.cache.invalidate(token);
     }
 

@@ -24,25 +24,50 @@ pub async fn verify_token(
     cache: &VerifiedCache,
 ) -> Result<(Arc<CachedToken>, CacheOutcome), Reason> {
     let started = Instant::now();
-    if let Some(entry) = cache.get(token) {
-        if providers.iter().any(|p| Arc::ptr_eq(p, &entry.provider)) {
-            if !entry.key_still_current() {
-                // The key left the JWKS (or went past max_stale): the token must earn a fresh verdict.
-                cache.remove(token);
-            } else {
-                let result = entry
-                    .claims
-                    .check_times(unix_now(), entry.provider.config.clock_skew.as_secs_f64())
-                    .map(|()| (entry.clone(), CacheOutcome::Hit));
-                entry
-                    .provider
-                    .metrics()
-                    .validation_hit
-                    .observe(started.elapsed().as_secs_f64());
-                return result;
-            }
-        }
+    match verify_cached(token.as_bytes(), providers, cache, started) {
+        Some(verdict) => verdict,
+        None => verify_miss(token, providers, cache, started).await,
     }
+}
+
+/// The verdict of the verified-token cache, `None` when it has no usable entry for `token`
+/// (unknown, verified for a provider this route does not trust, or its key is gone). `started`
+/// is when validation began, for the histogram.
+pub fn verify_cached(
+    token: &[u8],
+    providers: &[Arc<ProviderKeys>],
+    cache: &VerifiedCache,
+    started: Instant,
+) -> Option<Result<(Arc<CachedToken>, CacheOutcome), Reason>> {
+    let entry = cache.get(token)?;
+    if !providers.iter().any(|p| Arc::ptr_eq(p, &entry.provider)) {
+        return None;
+    }
+    if !entry.key_still_current() {
+        // The key left the JWKS (or went past max_stale): the token must earn a fresh verdict.
+        cache.remove(token);
+        return None;
+    }
+    let result = entry
+        .claims
+        .check_times(unix_now(), entry.provider.config.clock_skew.as_secs_f64())
+        .map(|()| (entry.clone(), CacheOutcome::Hit));
+    entry
+        .provider
+        .metrics()
+        .validation_hit
+        .observe(started.elapsed().as_secs_f64());
+    Some(result)
+}
+
+/// Full verification of a token the cache could not answer for: strict decoding, provider
+/// choice by `iss`, key, signature, provider-level claims; a verified token enters the cache.
+pub async fn verify_miss(
+    token: &str,
+    providers: &[Arc<ProviderKeys>],
+    cache: &VerifiedCache,
+    started: Instant,
+) -> Result<(Arc<CachedToken>, CacheOutcome), Reason> {
     let decoded = token::decode(token)?;
     let iss = token::issuer(&decoded.claims)?;
     let provider = providers

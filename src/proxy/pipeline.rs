@@ -33,11 +33,11 @@ use super::headers::{self, X_REQUEST_ID};
 use super::normalize::normalize_path;
 use super::route::{request_host, Route};
 use super::upstream::UpstreamError;
-use crate::auth::bearer::{extract_bearer, Bearer};
+use crate::auth::bearer;
 use crate::auth::cache::CachedToken;
 use crate::auth::rules;
 use crate::auth::throttle::client_ip;
-use crate::auth::verify::verify_token;
+use crate::auth::verify;
 use crate::claims;
 use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding};
 use crate::denial::{Denial, Reason};
@@ -225,12 +225,27 @@ async fn authenticate(
     headers: &HeaderMap,
     max_token_bytes: usize,
 ) -> Result<Arc<CachedToken>, Denial> {
-    let token = match extract_bearer(headers, max_token_bytes) {
-        Ok(Bearer::Token(token)) => token,
-        Ok(Bearer::Absent) => return Err(Denial::NoToken),
+    let credential = match bearer::credential(headers, max_token_bytes) {
+        Ok(Some(credential)) => credential,
+        Ok(None) => return Err(Denial::NoToken),
         Err(_) => return Err(Denial::BadAuthorization),
     };
-    match verify_token(token, &route.providers, &gateway.cache).await {
+    let started = Instant::now();
+    // The cache first: a hit is a string that already passed the character check, so only a
+    // miss pays for scanning the token.
+    let verdict = match verify::verify_cached(
+        credential.bytes(),
+        &route.providers,
+        &gateway.cache,
+        started,
+    ) {
+        Some(verdict) => verdict,
+        None => {
+            let token = credential.checked().map_err(|_| Denial::BadAuthorization)?;
+            verify::verify_miss(token, &route.providers, &gateway.cache, started).await
+        }
+    };
+    match verdict {
         Ok((entry, _)) => {
             entry
                 .claims
