@@ -351,9 +351,18 @@ wait_http "http://127.0.0.1:$P_GW/anon/ping" || die "gateway anonymous route doe
 wait_http "http://127.0.0.1:$P_GW/api/ping" "${AUTH[@]}" || die "gateway does not accept the benchmark token"
 wait_http "https://127.0.0.1:$P_GWTLS/api/ping" --cacert "$TLS/ca.crt" "${AUTH[@]}" || die "gateway over TLS does not answer 200"
 wait_http "http://127.0.0.1:$P_HAJWT/api/ping" "${AUTH[@]}" || die "HAProxy jwt_verify does not accept the benchmark token"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${CACHED_TOKEN%?}A" "http://127.0.0.1:$P_HAJWT/api/ping")
+# One signature character changed, never to itself: a character ten from the end carries six
+# signature bits (the last one carries only two, and was 'A' for one token in four).
+bad_signature() {
+  local token=$1 at=$((${#1} - 10))
+  local was=${token:at:1} now=A
+  [ "$was" = A ] && now=B
+  printf '%s%s%s' "${token:0:at}" "$now" "${token:at+1}"
+}
+FORGED_TOKEN=$(bad_signature "$CACHED_TOKEN")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $FORGED_TOKEN" "http://127.0.0.1:$P_HAJWT/api/ping")
 [ "$code" = 401 ] || die "HAProxy jwt_verify answers $code to a bad signature (expected 401): it would not be verifying"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${CACHED_TOKEN%?}A" "http://127.0.0.1:$P_GW/api/ping")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $FORGED_TOKEN" "http://127.0.0.1:$P_GW/api/ping")
 [ "$code" = 401 ] || die "the gateway answers $code to a bad signature (expected 401)"
 
 # ----------------------------------------------------------------------------------------------
