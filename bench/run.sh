@@ -108,63 +108,19 @@ if ((${#want[@]})); then
   if [ "$POLICY_RC_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-PYTHON=python3
-if ! python3 -c 'import cryptography' 2>/dev/null; then
-  VENV="$OUT/venv"
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cryptography' 2>/dev/null; then
-    log "installing the cryptography package from PyPI into $VENV (token signing)"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'cryptography>=42'
-  fi
-  PYTHON="$VENV/bin/python"
-fi
+# shellcheck source=bench/lib.sh
+source "$BENCH/lib.sh"
+python_with_cryptography "$OUT/venv" "token signing"
 
 HAPROXY_VERSION=$(haproxy -v | awk 'NR==1 {print $3}')
 case "$HAPROXY_VERSION" in
   1.*|2.[0-4]|2.[0-4].*) die "HAProxy $HAPROXY_VERSION has no jwt_verify (needs 2.5 or later)" ;;
 esac
 
-if [ "$BUILD" = 1 ]; then
-  log "cargo build --release --locked"
-  cargo build --release --locked
-fi
-GATEWAY="$ROOT/target/release/jwt-gateway"
-[ -x "$GATEWAY" ] || die "no $GATEWAY after the build"
+build_gateway
 
-# ----------------------------------------------------------------------------------------------
-# Process bookkeeping: everything started here is stopped on exit, by its pid.
-# ----------------------------------------------------------------------------------------------
-PIDS=()
-WATCHDOG=
-stop_pid() {
-  local pid=$1 _
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$? pid
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [ -n "$WATCHDOG" ]; then kill -TERM "$WATCHDOG" 2>/dev/null || true; wait "$WATCHDOG" 2>/dev/null || true; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-
-# The watchdog: the whole run (after the build) is bounded by DEADLINE seconds.
-(
-  trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-  sleep "$DEADLINE" & sp=$!
-  wait "$sp"
-  echo "bench: time limit of ${DEADLINE}s reached, stopping" >&2
-  kill -TERM $$
-) &
-WATCHDOG=$!
+# The whole run (after the build) is bounded by DEADLINE seconds.
+start_watchdog "$DEADLINE" bench
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # How busy the machine is before anything starts: a benchmark on a busy machine measures the

@@ -53,60 +53,13 @@ die() { log "$*"; exit 1; }
 
 command -v python3 >/dev/null || die "python3 is needed"
 mkdir -p "$OUT"
-PYTHON=python3
-if ! python3 -c 'import cryptography' 2>/dev/null; then
-  VENV="$OUT/venv"
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cryptography' 2>/dev/null; then
-    log "installing the cryptography package from PyPI into $VENV (ES256 signing)"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'cryptography>=42'
-  fi
-  PYTHON="$VENV/bin/python"
-fi
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+python_with_cryptography "$OUT/venv" "ES256 signing"
 
-if [ "$BUILD" = 1 ]; then
-  log "cargo build --release --locked"
-  cargo build --release --locked
-fi
-GATEWAY="$ROOT/target/release/jwt-gateway"
-[ -x "$GATEWAY" ] || die "no $GATEWAY (build it, or drop --no-build)"
+build_gateway
 
-# ----------------------------------------------------------------------------------------------
-# Every process started here is stopped on exit, by its pid.
-# ----------------------------------------------------------------------------------------------
-PIDS=()
-WATCHDOG=
-# shellcheck disable=SC2317  # stop_pid and cleanup run from the EXIT trap
-stop_pid() {
-  local pid=$1 _
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-# shellcheck disable=SC2317
-cleanup() {
-  local rc=$? i
-  trap - EXIT INT TERM
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
-  if [ -n "$WATCHDOG" ]; then kill -TERM "$WATCHDOG" 2>/dev/null || true; wait "$WATCHDOG" 2>/dev/null || true; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-
-DEADLINE=$((SECONDS_TOTAL + 180))
-(
-  trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-  sleep "$DEADLINE" & sp=$!
-  wait "$sp"
-  echo "soak: time limit of ${DEADLINE}s reached, stopping" >&2
-  kill -TERM $$
-) &
-WATCHDOG=$!
+start_watchdog $((SECONDS_TOTAL + 180)) soak
 
 # ----------------------------------------------------------------------------------------------
 # Keys, ports, the JWKS endpoint and the upstream
