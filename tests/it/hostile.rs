@@ -633,6 +633,20 @@ async fn connect_and_other_non_origin_targets_are_refused() {
     stack.gw.stop().await;
 }
 
+/// `count` complete HTTP/2 GET requests on the client streams from `first_stream` on, as one
+/// burst of HEADERS frames.
+fn get_flood(first_stream: u32, count: u32, authority: &str, path: &str) -> Vec<u8> {
+    (0..count)
+        .flat_map(|i| {
+            headers_frame(
+                first_stream + 2 * i,
+                &request_block("GET", authority, path, &[]),
+                true,
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_headers_are_refused() {
     let stack = Stack::start("max_header_bytes: 65536").await;
@@ -982,15 +996,7 @@ async fn h2_streams_beyond_max_concurrent_streams_are_refused() {
     assert_eq!(advertised, Some(8), "SETTINGS_MAX_CONCURRENT_STREAMS");
 
     // 40 requests that each hold the (anonymous) upstream for 1.5 s, sent at once.
-    let mut bytes = Vec::new();
-    for i in 0..40u32 {
-        bytes.extend(headers_frame(
-            1 + 2 * i,
-            &request_block("GET", "www.example.com", "/slow/1500", &[]),
-            true,
-        ));
-    }
-    conn.send(bytes);
+    conn.send(get_flood(1, 40, "www.example.com", "/slow/1500"));
     let (mut frames, _) = conn
         .drain(Duration::from_millis(800), Duration::from_secs(3))
         .await;
@@ -1017,15 +1023,7 @@ async fn h2_streams_beyond_max_concurrent_streams_are_refused() {
     assert_eq!(stack.open.requests(), 8);
 
     // The same flood on the protected route without a token: refused or 401, never forwarded.
-    let mut bytes = Vec::new();
-    for i in 0..200u32 {
-        bytes.extend(headers_frame(
-            101 + 2 * i,
-            &request_block("GET", "api.example.com", "/api/flood", &[]),
-            true,
-        ));
-    }
-    conn.send(bytes);
+    conn.send(get_flood(101, 200, "api.example.com", "/api/flood"));
     let (frames, _) = conn
         .drain(Duration::from_millis(500), Duration::from_secs(5))
         .await;
