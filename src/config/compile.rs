@@ -12,9 +12,10 @@ use serde_yaml::Value;
 
 use super::yaml::{describe, index, parse_document, Errors, Fields};
 use super::{
-    AdminConfig, ClaimHeader, Config, ConfigError, HostMatch, JwksSettings, KeysSource, Limits,
-    LogConfig, LogFormat, LogLevel, ProtectedAuth, ProviderConfig, RevocationConfig, RouteAuth,
-    RouteConfig, Secret, ServerConfig, TlsConfig, TokenCacheConfig, TokenForwarding, Upstream,
+    AdminConfig, AdminTls, ClaimHeader, Config, ConfigError, HostMatch, JwksSettings, KeysSource,
+    Limits, LogConfig, LogFormat, LogLevel, PathPolicy, ProtectedAuth, ProviderConfig,
+    RevocationConfig, RouteAuth, RouteConfig, Secret, ServerConfig, TlsConfig, TokenCacheConfig,
+    TokenForwarding, UnderscoreHeaders, Upstream,
 };
 use crate::auth::rules::Requirement;
 use crate::auth::Algorithm;
@@ -67,7 +68,7 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
     );
     let token_cache = token_cache(&mut root.child("token_cache", &mut errors), &mut errors);
     let log = log(&mut root.child("log", &mut errors), &mut errors);
-    let admin = admin(&mut root.child("admin", &mut errors), &mut errors);
+    let admin = admin(&mut root.child("admin", &mut errors), base, &mut errors);
     let providers = providers(&mut root, &mut errors);
     let routes = routes(&mut root, &providers, &mut errors, &mut warnings);
     let revocation = revocation(
@@ -186,13 +187,44 @@ fn server(
         })
         .collect();
     let limits = limits(&mut f.child("limits", errors), errors);
+    let path = path_policy(&mut f.child("path", errors), errors);
+    let headers_with_underscores = underscore_headers(f, errors);
     f.end(errors);
     Some(ServerConfig {
         listen: listen?,
         tls,
         trusted_proxies,
         limits,
+        path,
+        headers_with_underscores,
     })
+}
+
+fn path_policy(f: &mut Fields, errors: &mut Errors) -> PathPolicy {
+    let d = PathPolicy::default();
+    let policy = PathPolicy {
+        merge_slashes: f.bool("merge_slashes", errors).unwrap_or(d.merge_slashes),
+        case_insensitive: f
+            .bool("case_insensitive", errors)
+            .unwrap_or(d.case_insensitive),
+    };
+    f.end(errors);
+    policy
+}
+
+fn underscore_headers(f: &mut Fields, errors: &mut Errors) -> UnderscoreHeaders {
+    match f.string("headers_with_underscores", errors).as_deref() {
+        None | Some("drop") => UnderscoreHeaders::Drop,
+        Some("reject") => UnderscoreHeaders::Reject,
+        Some("allow") => UnderscoreHeaders::Allow,
+        Some(other) => {
+            errors.push(
+                &f.path_of("headers_with_underscores"),
+                format!("{other:?} is not one of drop, reject, allow"),
+            );
+            UnderscoreHeaders::Drop
+        }
+    }
 }
 
 fn parse_net(text: &str) -> Option<ipnet::IpNet> {
@@ -224,7 +256,16 @@ fn limits(f: &mut Fields, errors: &mut Errors) -> Limits {
         }
     };
     let max_header_bytes = positive_usize(f, "max_header_bytes", 1024, d.max_header_bytes, errors);
-    let max_token_bytes = positive_usize(f, "max_token_bytes", 64, d.max_token_bytes, errors);
+    // The default token limit follows a lower header limit: a token can never be longer than the
+    // headers that carry it, and setting one limit alone must not make the file invalid.
+    let explicit_token_limit = f.has("max_token_bytes");
+    let max_token_bytes = positive_usize(
+        f,
+        "max_token_bytes",
+        64,
+        d.max_token_bytes.min(max_header_bytes),
+        errors,
+    );
     let max_body_bytes = f.uint("max_body_bytes", errors).unwrap_or(d.max_body_bytes);
     let nonzero =
         |f: &mut Fields, key: &'static str, default: Duration, errors: &mut Errors| match f
@@ -267,7 +308,22 @@ fn limits(f: &mut Fields, errors: &mut Errors) -> Limits {
         }
         None => None,
     };
-    if max_token_bytes > max_header_bytes {
+    let idle_timeout = nonzero(f, "idle_timeout", d.idle_timeout, errors);
+    let max_connections = positive_usize(f, "max_connections", 1, d.max_connections, errors);
+    let max_connections_per_ip = positive_usize(
+        f,
+        "max_connections_per_ip",
+        1,
+        d.max_connections_per_ip,
+        errors,
+    );
+    if max_connections_per_ip > max_connections {
+        errors.push(
+            &f.path_of("max_connections_per_ip"),
+            "cannot exceed max_connections",
+        );
+    }
+    if explicit_token_limit && max_token_bytes > max_header_bytes {
         errors.push(
             &f.path_of("max_token_bytes"),
             "cannot exceed max_header_bytes",
@@ -283,6 +339,9 @@ fn limits(f: &mut Fields, errors: &mut Errors) -> Limits {
         upstream_connect_timeout,
         max_concurrent_streams,
         auth_failures_per_minute,
+        idle_timeout,
+        max_connections,
+        max_connections_per_ip,
     }
 }
 
@@ -322,8 +381,23 @@ fn log(f: &mut Fields, errors: &mut Errors) -> LogConfig {
     LogConfig { level, format }
 }
 
-fn admin(f: &mut Fields, errors: &mut Errors) -> Option<AdminConfig> {
+fn admin(f: &mut Fields, base: &Path, errors: &mut Errors) -> Option<AdminConfig> {
     let listen = socket_addr(f, "listen", "127.0.0.1:9901", errors);
+    let mut tls_fields = f.child("tls", errors);
+    let tls = if tls_fields.is_present() {
+        let cert = tls_fields.required_string("cert_file", errors);
+        let key = tls_fields.required_string("key_file", errors);
+        match (cert, key) {
+            (Some(cert), Some(key)) => Some(AdminTls {
+                cert_file: base.join(cert),
+                key_file: base.join(key),
+            }),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    tls_fields.end(errors);
     let token_path = f.path_of("token_env");
     let token = f
         .string("token_env", errors)
@@ -344,6 +418,7 @@ fn admin(f: &mut Fields, errors: &mut Errors) -> Option<AdminConfig> {
     f.end(errors);
     Some(AdminConfig {
         listen: listen?,
+        tls,
         token,
     })
 }
@@ -540,7 +615,11 @@ fn key_url(
     };
     match url.scheme() {
         "https" => Some(url),
-        "http" if allow_insecure => Some(url),
+        "http" if allow_insecure && is_loopback_host(&url) => Some(url),
+        "http" if allow_insecure => {
+            errors.push(path, "allow_insecure_jwks_http permits http:// only to a loopback host (127.0.0.0/8, [::1], localhost); anyone on the path to another host could supply signing keys");
+            None
+        }
         "http" => {
             errors.push(path, "must be https (keys fetched over plain HTTP can be forged in transit); allow_insecure_jwks_http: true is for loopback testing only");
             None
@@ -549,6 +628,17 @@ fn key_url(
             errors.push(path, format!("unsupported scheme {other:?}; use https"));
             None
         }
+    }
+}
+
+fn is_loopback_host(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }
 
@@ -565,6 +655,13 @@ fn jwks_settings(f: &mut Fields, errors: &mut Errors) -> JwksSettings {
     let fetch_timeout = f
         .duration("fetch_timeout", errors)
         .unwrap_or(Duration::from_secs(5));
+    // A floor below a second lets forged unknown-kid tokens turn into one JWKS fetch each.
+    if min_refresh < Duration::from_secs(1) {
+        errors.push(
+            &f.path_of("min_refresh"),
+            "must be at least 1s: it bounds how often unknown kids can make the gateway refetch",
+        );
+    }
     if min_refresh > refresh_interval {
         errors.push(&f.path_of("min_refresh"), "cannot exceed refresh_interval");
     }
@@ -692,9 +789,20 @@ fn route(
         .string("host", errors)
         .and_then(|h| host_match(&h, &m.path_of("host"), errors));
     let prefix_path = m.path_of("path_prefix");
-    let path_prefix = m
+    let mut path_prefix = m
         .string("path_prefix", errors)
         .unwrap_or_else(|| "/".into());
+    // `/secure/` would not guard `/secure;x/data` or `/secure%3B/data`, which servlet containers
+    // serve as `/secure/data`: a prefix is a segment boundary, so the slash goes.
+    if path_prefix.len() > 1 && path_prefix.ends_with('/') {
+        let trimmed = path_prefix.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        warnings.push(
+            &prefix_path,
+            format!("{path_prefix:?} is read as {trimmed:?}: a prefix matches whole segments, so the trailing '/' is dropped"),
+        );
+        path_prefix = trimmed.to_string();
+    }
     check_prefix(&path_prefix, &prefix_path, errors);
     let methods = m.strings("methods", errors).map(|list| {
         list.into_iter()
@@ -898,7 +1006,15 @@ fn protected_auth(
                 },
             )
             .collect(),
-        None => (0..providers.len()).collect(),
+        None => {
+            if providers.len() > 1 {
+                warnings.push(
+                    &f.path_of("providers"),
+                    format!("not set: every one of the {} providers may authenticate this route; name the ones that should", providers.len()),
+                );
+            }
+            (0..providers.len()).collect()
+        }
     };
     if chosen.is_empty() && errors.0.len() == before {
         errors.push(
@@ -1069,4 +1185,189 @@ fn revocation(f: &mut Fields, base: &Path, errors: &mut Errors) -> RevocationCon
     };
     f.end(errors);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal valid file; `extra` is spliced in at the top level, `provider` and `route`
+    /// into the one provider and the one route.
+    fn config(server: &str, provider: &str, route: &str) -> String {
+        format!(
+            r#"
+server:
+  listen: "127.0.0.1:8443"
+  insecure_plaintext: true
+{server}
+providers:
+  - name: corp
+    issuer: "https://idp.test"
+    jwks_url: "https://idp.test/certs"
+    algorithms: [RS256]
+    audiences: [api]
+{provider}
+routes:
+  - name: r
+    match:
+      path_prefix: "/orders"
+    upstream: "http://127.0.0.1:9"
+    auth:
+      providers: [corp]
+{route}
+"#
+        )
+    }
+
+    fn errors_of(yaml: &str) -> Vec<String> {
+        match compile_str(yaml, Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn compiled(yaml: &str) -> Config {
+        let mut config = compile_str(yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e:?}"));
+        // Every config here serves plaintext; that warning is not what these tests look at.
+        config
+            .warnings
+            .retain(|w| w.path != "server.insecure_plaintext");
+        config
+    }
+
+    #[test]
+    fn path_and_underscore_policies_default_and_parse() {
+        let c = compiled(&config("", "", ""));
+        assert_eq!(c.server.path, PathPolicy::default());
+        assert!(c.server.path.merge_slashes && !c.server.path.case_insensitive);
+        assert_eq!(c.server.headers_with_underscores, UnderscoreHeaders::Drop);
+        let c = compiled(&config(
+            "  path: {merge_slashes: false, case_insensitive: true}\n  headers_with_underscores: reject",
+            "",
+            "",
+        ));
+        assert!(!c.server.path.merge_slashes && c.server.path.case_insensitive);
+        assert_eq!(c.server.headers_with_underscores, UnderscoreHeaders::Reject);
+        assert_eq!(
+            errors_of(&config("  headers_with_underscores: keep", "", "")),
+            ["server.headers_with_underscores: \"keep\" is not one of drop, reject, allow"]
+        );
+        assert_eq!(
+            errors_of(&config("  path: {merge: true}", "", "")),
+            ["server.path.merge: unknown key"]
+        );
+    }
+
+    #[test]
+    fn token_limit_follows_a_lower_header_limit() {
+        let c = compiled(&config("  limits: {max_header_bytes: 4096}", "", ""));
+        assert_eq!(c.server.limits.max_token_bytes, 4096);
+        let c = compiled(&config("  limits: {max_header_bytes: 65536}", "", ""));
+        assert_eq!(c.server.limits.max_token_bytes, 8192);
+        assert_eq!(
+            errors_of(&config(
+                "  limits: {max_header_bytes: 4096, max_token_bytes: 8192}",
+                "",
+                ""
+            )),
+            ["server.limits.max_token_bytes: cannot exceed max_header_bytes"]
+        );
+    }
+
+    #[test]
+    fn connection_limits_default_and_check() {
+        let c = compiled(&config("", "", ""));
+        assert_eq!(c.server.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.limits.max_connections, 10_000);
+        assert_eq!(c.server.limits.max_connections_per_ip, 512);
+        assert_eq!(
+            errors_of(&config(
+                "  limits: {max_connections: 10, max_connections_per_ip: 20, idle_timeout: 0s}",
+                "",
+                ""
+            )),
+            [
+                "server.limits.idle_timeout: must be longer than 0s",
+                "server.limits.max_connections_per_ip: cannot exceed max_connections",
+            ]
+        );
+    }
+
+    #[test]
+    fn insecure_jwks_http_only_to_loopback() {
+        for url in [
+            "http://127.0.0.1:8080/certs",
+            "http://127.9.9.9/certs",
+            "http://[::1]:8080/certs",
+            "http://localhost/certs",
+        ] {
+            let yaml = config("", "    allow_insecure_jwks_http: true", "")
+                .replace("https://idp.test/certs", url);
+            assert!(errors_of(&yaml).is_empty(), "{url}: {:?}", errors_of(&yaml));
+        }
+        for url in [
+            "http://idp.test/certs",
+            "http://10.0.0.1/certs",
+            "http://localhost.evil.test/certs",
+        ] {
+            let yaml = config("", "    allow_insecure_jwks_http: true", "")
+                .replace("https://idp.test/certs", url);
+            let errors = errors_of(&yaml);
+            assert!(
+                errors[0].starts_with("providers[0].jwks_url: allow_insecure_jwks_http permits http:// only to a loopback host"),
+                "{errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn min_refresh_below_one_second_is_refused() {
+        for (value, ok) in [("0s", false), ("1s", true), ("30s", true)] {
+            let yaml = config("", &format!("    jwks: {{min_refresh: {value}}}"), "");
+            let errors = errors_of(&yaml);
+            assert_eq!(errors.is_empty(), ok, "{value}: {errors:?}");
+            if !ok {
+                assert!(errors[0].starts_with("providers[0].jwks.min_refresh: must be at least 1s"));
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_slash_prefix_is_trimmed_with_a_warning() {
+        let yaml = config("", "", "").replace("\"/orders\"", "\"/orders/\"");
+        let c = compiled(&yaml);
+        assert_eq!(c.routes[0].path_prefix, "/orders");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.warnings[0].path, "routes[0].match.path_prefix");
+        let c = compiled(&config("", "", "").replace("\"/orders\"", "\"/\""));
+        assert_eq!(c.routes[0].path_prefix, "/");
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn route_without_providers_warns_when_several_exist() {
+        let two = config("", "", "")
+            .replace("      providers: [corp]\n", "      audience: api\n")
+            .replace(
+                "routes:",
+                "  - name: other\n    issuer: \"https://other.test\"\n    jwks_url: \"https://other.test/certs\"\n    algorithms: [ES256]\n    audiences: [api]\nroutes:",
+            );
+        let c = compiled(&two);
+        let paths: Vec<&str> = c.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(paths, ["routes[0].auth.providers"]);
+        let one = config("", "", "").replace("      providers: [corp]\n", "      audience: api\n");
+        assert!(compiled(&one).warnings.is_empty());
+    }
+
+    #[test]
+    fn admin_tls_resolves_files_against_the_config_folder() {
+        let yaml = config("", "", "")
+            + "admin:\n  listen: \"127.0.0.1:9901\"\n  tls: {cert_file: a.crt, key_file: a.key}\n";
+        let c = compile_str(&yaml, Path::new("/etc/gw")).unwrap_or_else(|e| panic!("{e:?}"));
+        let tls = c.admin.tls.expect("admin tls");
+        assert_eq!(tls.cert_file, Path::new("/etc/gw/a.crt"));
+        assert_eq!(tls.key_file, Path::new("/etc/gw/a.key"));
+        let missing = config("", "", "") + "admin:\n  tls: {cert_file: a.crt}\n";
+        assert_eq!(errors_of(&missing), ["admin.tls.key_file: is required"]);
+    }
 }

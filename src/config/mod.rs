@@ -98,6 +98,39 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
+    pub path: PathPolicy,
+    pub headers_with_underscores: UnderscoreHeaders,
+}
+
+/// How request paths are canonicalized before routing (`server.path`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathPolicy {
+    /// Runs of `/` collapse to one before routing and forwarding; with `false`, `//` is a 400.
+    pub merge_slashes: bool,
+    /// Prefixes and hosts match without regard to ASCII case (for upstreams such as IIS).
+    pub case_insensitive: bool,
+}
+
+impl Default for PathPolicy {
+    fn default() -> Self {
+        PathPolicy {
+            merge_slashes: true,
+            case_insensitive: false,
+        }
+    }
+}
+
+/// What happens to a request header whose name holds `_` (`server.headers_with_underscores`).
+/// CGI-style upstreams read `X_Auth_Subject` and `X-Auth-Subject` as the same variable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Removed before forwarding, like nginx's default.
+    #[default]
+    Drop,
+    /// The request is refused with 400.
+    Reject,
+    /// Forwarded, except names that equal a header the gateway owns once `_` reads as `-`.
+    Allow,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +150,11 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     pub max_concurrent_streams: u32,
     pub auth_failures_per_minute: Option<u32>,
+    /// An idle keep-alive connection (HTTP/2: one with no open stream) is closed after this; a
+    /// request or response body that moves no byte for this long is aborted.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -130,6 +168,9 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             max_concurrent_streams: 256,
             auth_failures_per_minute: None,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_ip: 512,
         }
     }
 }
@@ -163,8 +204,16 @@ pub struct LogConfig {
 #[derive(Clone, Debug)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Serve the admin listener over TLS (`admin.tls`); required off loopback in the manifests.
+    pub tls: Option<AdminTls>,
     /// The Bearer secret for mutating admin calls, read from `admin.token_env` at load.
     pub token: Option<Secret>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Bytes that must never reach a log line or a debug dump.
