@@ -2,8 +2,8 @@
 //! code: `auth::jwk::parse_jwks` for key sets, `auth::token::decode` for the compact form and
 //! `VerifyingKey::verify` for signatures, with the key chosen the way `ProviderKeys` chooses it.
 //!
-//! The vectors are read at test time from `../shared/vectors/wycheproof` (CI clones the repo with
-//! `shared/` beside it). A case the gateway cannot express is skipped with its reason, and every
+//! The vectors are read at test time from `tests/vectors/wycheproof` (vendored with their
+//! Apache-2.0 notice, so a clone tests itself with nothing beside it). A case the gateway cannot express is skipped with its reason, and every
 //! skip is printed; a valid vector the contract deliberately refuses is asserted refused.
 //!
 //! Most Wycheproof JWS payloads are not JSON (`foo`, `Test`, raw bytes), while the gateway only
@@ -21,14 +21,14 @@ use serde_json::{json, Value};
 
 use crate::support::keys::b64;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/wycheproof");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/wycheproof");
 
 fn load(name: &str) -> Value {
     let path = PathBuf::from(VECTORS).join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "Wycheproof vectors are missing: cannot read {} ({e}). They live in shared/vectors/ \
-             beside the repository (CI clones it that way); run the tests from such a checkout.",
+            "Wycheproof vectors are missing: cannot read {} ({e}); they are part of the \
+             repository under tests/vectors/wycheproof.",
             path.display()
         )
     });
