@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod algorithm;
 pub mod auth;
 pub mod claims;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod rules;
 pub mod server;
 
 pub use gateway::{Gateway, GatewayOptions};

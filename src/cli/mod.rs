@@ -6,8 +6,6 @@ mod explain;
 mod revoke;
 mod run;
 
-pub(crate) use run::shutdown_signal;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,6 +72,15 @@ pub enum CliError {
     Runtime(String),
 }
 
+impl From<crate::demo::DemoError> for CliError {
+    fn from(e: crate::demo::DemoError) -> Self {
+        match e {
+            crate::demo::DemoError::Config(e) => CliError::Config(e),
+            crate::demo::DemoError::Runtime(why) => CliError::Runtime(why),
+        }
+    }
+}
+
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
@@ -105,7 +112,7 @@ pub fn main() -> ExitCode {
             token_env,
             command,
         } => revoke::revoke(&cli.config, admin.as_deref(), token_env.as_deref(), command),
-        Command::Demo => crate::demo::run(&cli.config),
+        Command::Demo => crate::demo::run(&cli.config, run::shutdown_signal()).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -60,7 +60,7 @@ pub(crate) async fn bind(config: &Config) -> Result<Listeners, CliError> {
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),

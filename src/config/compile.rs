@@ -17,9 +17,9 @@ use super::{
     RevocationConfig, RouteAuth, RouteConfig, Secret, ServerConfig, TlsConfig, TokenCacheConfig,
     TokenForwarding, UnderscoreHeaders, Upstream,
 };
-use crate::auth::rules::Requirement;
-use crate::auth::Algorithm;
+use crate::algorithm::Algorithm;
 use crate::claims::ClaimPath;
+use crate::rules::Requirement;
 
 /// Shortest key an HMAC provider may use: the contract's floor, raised by RFC 7518 3.2 to the
 /// hash size of the strongest HS algorithm listed (48 bytes for HS384, 64 for HS512).

@@ -21,9 +21,9 @@ use ipnet::IpNet;
 pub use compile::compile_str;
 pub use duration::parse_duration;
 
-use crate::auth::rules::Requirement;
-use crate::auth::Algorithm;
+use crate::algorithm::Algorithm;
 use crate::claims::ClaimPath;
+use crate::rules::Requirement;
 
 /// One problem in the configuration, located by its YAML path (`routes[2].auth.require[0].claim`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,32 +5,43 @@
 mod echo;
 mod issuer;
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use tokio::net::TcpListener;
 
-use crate::cli::CliError;
-use crate::config::{self, Config, KeysSource, RouteAuth, TlsConfig};
+use crate::config::{self, Config, KeysSource, LoadError, RouteAuth, TlsConfig};
 use crate::gateway::{Gateway, GatewayOptions};
 use crate::server::listener::{serve, Listeners, DRAIN_DEADLINE};
 
 pub use echo::serve_echo;
 pub use issuer::{DemoIssuer, DemoUser, DEMO_USERS};
 
-pub fn run(config_path: &Path) -> Result<(), CliError> {
+/// Why the demo could not start: the config (exit 1) or the machine (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Config(#[from] LoadError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Serves the demo until `shutdown` resolves (the caller passes its signal handling in, so the
+/// demo knows nothing of the command line).
+pub fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
     let config = config::load(config_path)?;
     crate::logging::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run_demo(config))
+        .map_err(|e| DemoError::Runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(run_demo(config, shutdown))
 }
 
-async fn run_demo(mut config: Config) -> Result<(), CliError> {
+async fn run_demo(mut config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
     let runtime_error =
-        |what: &str, e: &dyn std::fmt::Display| CliError::Runtime(format!("{what}: {e}"));
+        |what: &str, e: &dyn std::fmt::Display| DemoError::Runtime(format!("{what}: {e}"));
     let loopback = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
     let echo_listener = TcpListener::bind(loopback(0))
@@ -42,7 +53,7 @@ async fn run_demo(mut config: Config) -> Result<(), CliError> {
     tokio::spawn(serve_echo(echo_listener));
 
     let provider = config.providers.first().cloned().ok_or_else(|| {
-        CliError::Runtime(
+        DemoError::Runtime(
             "gateway.yaml defines no provider for the demo issuer to stand in for".into(),
         )
     })?;
@@ -99,12 +110,12 @@ async fn run_demo(mut config: Config) -> Result<(), CliError> {
         state_dir.path(),
     );
     let gateway = Gateway::new(config, GatewayOptions::default())
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+        .map_err(|e| DemoError::Runtime(e.to_string()))?;
     println!("{guide}");
     serve(
         Listeners { public, admin },
         gateway,
-        crate::cli::shutdown_signal(),
+        shutdown,
         DRAIN_DEADLINE,
     )
     .await;
@@ -119,20 +130,20 @@ fn rewire(
     issuer: SocketAddr,
     echo: SocketAddr,
     dir: &Path,
-) -> Result<(), CliError> {
+) -> Result<(), DemoError> {
     for p in &mut config.providers {
         if p.name == provider {
             let p = std::sync::Arc::make_mut(p);
             let url = format!("http://{issuer}/jwks");
             p.keys = Some(KeysSource::JwksUrl(
-                reqwest::Url::parse(&url).map_err(|e| CliError::Runtime(e.to_string()))?,
+                reqwest::Url::parse(&url).map_err(|e| DemoError::Runtime(e.to_string()))?,
             ));
             p.allow_insecure_jwks_http = true;
         }
     }
     let echo_uri: http::Uri = format!("http://{echo}")
         .parse()
-        .map_err(|e: http::uri::InvalidUri| CliError::Runtime(e.to_string()))?;
+        .map_err(|e: http::uri::InvalidUri| DemoError::Runtime(e.to_string()))?;
     for route in &mut config.routes {
         route.upstream.uri = echo_uri.clone();
         route.upstream.scheme = http::uri::Scheme::HTTP;
@@ -153,13 +164,13 @@ fn rewire(
             None => None,
         }));
         let certified = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| CliError::Runtime(format!("cannot generate a certificate: {e}")))?;
+            .map_err(|e| DemoError::Runtime(format!("cannot generate a certificate: {e}")))?;
         let cert_file = dir.join("gateway.crt");
         let key_file = dir.join("gateway.key");
         std::fs::write(&cert_file, certified.cert.pem())
-            .map_err(|e| CliError::Runtime(e.to_string()))?;
+            .map_err(|e| DemoError::Runtime(e.to_string()))?;
         std::fs::write(&key_file, certified.signing_key.serialize_pem())
-            .map_err(|e| CliError::Runtime(e.to_string()))?;
+            .map_err(|e| DemoError::Runtime(e.to_string()))?;
         let hsts_max_age = config.server.tls.as_ref().and_then(|t| t.hsts_max_age);
         config.server.tls = Some(TlsConfig {
             cert_file,

@@ -1,4 +1,4 @@
-//! Per-route authorization rules over verified claims: every requirement must hold (AND); within
+//! Per-route authorization rules (a leaf: config compiles them, auth and the proxy apply them) over verified claims: every requirement must hold (AND); within
 //! one, `any_of` needs one listed value and `all_of` needs every one.
 
 use serde_json::{Map, Value};
