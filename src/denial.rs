@@ -1,10 +1,11 @@
 //! Every way the gateway refuses a request, and the one place each becomes a status, a
-//! `WWW-Authenticate` challenge, a JSON body and a metric reason. A new variant does not compile
-//! until it has picked all four.
+//! `WWW-Authenticate` challenge, a JSON body, a metric reason and its connection handling. A new
+//! variant does not compile until it has picked all of them. Every text is a `&'static str` made
+//! at compile time: rendering a denial formats nothing and copies no byte.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{Response, StatusCode};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode, Version};
 use http_body_util::Full;
 
 /// The `reason` label of `gateway_auth_decisions_total`, and what a denied token is told.
@@ -64,29 +65,102 @@ impl Reason {
     }
 
     /// Generic by design: it names the failed check, never a claim value or key material.
-    fn description(self) -> &'static str {
+    pub fn description(self) -> &'static str {
+        self.invalid_token().description
+    }
+
+    /// The `invalid_token` answer for this reason: challenge and body, written out once.
+    fn invalid_token(self) -> &'static Text {
         match self {
-            Reason::Ok => "the token is valid",
-            Reason::MissingToken => "no bearer token was presented",
-            Reason::Malformed => "the token is malformed",
-            Reason::BadSignature => "the token signature is invalid",
-            Reason::UnknownKid => "the token was signed by an unknown key",
-            Reason::AlgNotAllowed => "the token algorithm is not allowed",
-            Reason::Expired => "the token is expired",
-            Reason::NotYetValid => "the token is not valid yet",
-            Reason::Issuer => "the token issuer is not trusted here",
-            Reason::Audience => "the token audience is not accepted here",
-            Reason::MissingClaim => "the token lacks a required claim",
-            Reason::InsufficientScope => "the token lacks a required role or scope",
-            Reason::Revoked => "the token has been revoked",
-            Reason::KeysUnavailable => "the issuer keys are unavailable",
+            Reason::Ok => invalid_token!("the token is valid"),
+            Reason::MissingToken => invalid_token!("no bearer token was presented"),
+            Reason::Malformed => invalid_token!("the token is malformed"),
+            Reason::BadSignature => invalid_token!("the token signature is invalid"),
+            Reason::UnknownKid => invalid_token!("the token was signed by an unknown key"),
+            Reason::AlgNotAllowed => invalid_token!("the token algorithm is not allowed"),
+            Reason::Expired => invalid_token!("the token is expired"),
+            Reason::NotYetValid => invalid_token!("the token is not valid yet"),
+            Reason::Issuer => invalid_token!("the token issuer is not trusted here"),
+            Reason::Audience => invalid_token!("the token audience is not accepted here"),
+            Reason::MissingClaim => invalid_token!("the token lacks a required claim"),
+            Reason::InsufficientScope => {
+                invalid_token!("the token lacks a required role or scope")
+            }
+            Reason::Revoked => invalid_token!("the token has been revoked"),
+            Reason::KeysUnavailable => invalid_token!("the issuer keys are unavailable"),
         }
     }
 }
 
+/// Request heads hyper parses but a reverse proxy must not act on (found by `proxy::shape`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRequest {
+    /// A tunnel request; hyper even accepts it with an origin-form target.
+    Connect,
+    /// More than one `Host` (RFC 9112 3.2): routing would read one, another hop the other.
+    DuplicateHost,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 3.2).
+    MissingHost,
+    /// A transfer coding other than `chunked` (RFC 9112 6.1 asks for 501).
+    TransferCoding,
+}
+
+/// Everything a denial says, as compile-time text.
+#[derive(Debug)]
+pub struct Text {
+    /// The JSON body's `error`.
+    pub error: &'static str,
+    /// The JSON body's `error_description`: generic, never a claim value or key material.
+    pub description: &'static str,
+    /// The whole JSON body.
+    pub json: &'static str,
+    /// The `WWW-Authenticate` value, where the contract sends one (RFC 6750 section 3).
+    pub challenge: Option<&'static str>,
+}
+
+/// A `&'static Text` from literals; the JSON body is assembled by `concat!`, so the literals must
+/// need no JSON escaping (a unit test parses every body).
+macro_rules! text {
+    ($error:literal, $description:literal) => {
+        text!($error, $description, None)
+    };
+    ($error:literal, $description:literal, $challenge:expr) => {{
+        const TEXT: Text = Text {
+            error: $error,
+            description: $description,
+            json: concat!(
+                "{\"error\":\"",
+                $error,
+                "\",\"error_description\":\"",
+                $description,
+                "\"}"
+            ),
+            challenge: $challenge,
+        };
+        &TEXT
+    }};
+}
+
+macro_rules! invalid_token {
+    ($description:literal) => {
+        text!(
+            "invalid_token",
+            $description,
+            Some(concat!(
+                "Bearer error=\"invalid_token\", error_description=\"",
+                $description,
+                "\""
+            ))
+        )
+    };
+}
+use {invalid_token, text};
+
 /// A refused request. `Copy` and allocation-free: denials are normal traffic, not exceptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Denial {
+    /// A request head the gateway will not act on at all (refused before routing).
+    BadRequest(BadRequest),
     NoRoute,
     UnsafePath,
     /// Two Authorization headers, a malformed one, or a token over `max_token_bytes`.
@@ -111,10 +185,12 @@ pub enum Denial {
 impl Denial {
     pub fn status(self) -> StatusCode {
         match self {
+            Denial::BadRequest(BadRequest::TransferCoding) => StatusCode::NOT_IMPLEMENTED,
             Denial::NoRoute => StatusCode::NOT_FOUND,
-            Denial::UnsafePath | Denial::BadAuthorization | Denial::MalformedBody => {
-                StatusCode::BAD_REQUEST
-            }
+            Denial::BadRequest(_)
+            | Denial::UnsafePath
+            | Denial::BadAuthorization
+            | Denial::MalformedBody => StatusCode::BAD_REQUEST,
             Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Denial::Forbidden => StatusCode::FORBIDDEN,
             Denial::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -134,7 +210,8 @@ impl Denial {
             Denial::InvalidToken(r) => Some(r),
             Denial::Forbidden => Some(Reason::InsufficientScope),
             Denial::KeysUnavailable { .. } => Some(Reason::KeysUnavailable),
-            Denial::NoRoute
+            Denial::BadRequest(_)
+            | Denial::NoRoute
             | Denial::UnsafePath
             | Denial::RateLimited { .. }
             | Denial::HeadersTooLarge
@@ -145,61 +222,84 @@ impl Denial {
         }
     }
 
-    /// RFC 6750 section 3 challenges; `None` where the contract sends no challenge.
-    pub fn challenge(self) -> Option<String> {
+    /// The challenge, the JSON body and its fields.
+    pub fn text(self) -> &'static Text {
         match self {
-            Denial::NoToken => Some(r#"Bearer realm="jwt-gateway""#.into()),
-            Denial::BadAuthorization => Some(r#"Bearer error="invalid_request""#.into()),
-            Denial::InvalidToken(r) => Some(format!(
-                r#"Bearer error="invalid_token", error_description="{}""#,
-                r.description()
-            )),
-            Denial::Forbidden => Some(r#"Bearer error="insufficient_scope""#.into()),
+            Denial::BadRequest(BadRequest::Connect) => {
+                text!("invalid_request", "CONNECT is not supported")
+            }
+            Denial::BadRequest(BadRequest::DuplicateHost) => text!(
+                "invalid_request",
+                "the request carries more than one Host header"
+            ),
+            Denial::BadRequest(BadRequest::MissingHost) => text!(
+                "invalid_request",
+                "an HTTP/1.1 request must carry a Host header"
+            ),
+            Denial::BadRequest(BadRequest::TransferCoding) => text!(
+                "invalid_request",
+                "only the chunked transfer coding is supported"
+            ),
+            Denial::NoRoute => text!("not_found", "no route matches this request"),
+            Denial::UnsafePath => text!(
+                "invalid_path",
+                "the request path cannot be normalized safely"
+            ),
+            Denial::BadAuthorization => text!(
+                "invalid_request",
+                "the Authorization header is malformed",
+                Some("Bearer error=\"invalid_request\"")
+            ),
+            Denial::NoToken => text!(
+                "unauthorized",
+                "no bearer token was presented",
+                Some("Bearer realm=\"jwt-gateway\"")
+            ),
+            Denial::InvalidToken(r) => r.invalid_token(),
+            Denial::Forbidden => text!(
+                "insufficient_scope",
+                "the token lacks a required role or scope",
+                Some("Bearer error=\"insufficient_scope\"")
+            ),
+            Denial::KeysUnavailable { .. } => {
+                text!("temporarily_unavailable", "the issuer keys are unavailable")
+            }
+            Denial::RateLimited { .. } => text!(
+                "too_many_requests",
+                "too many failed authentication attempts"
+            ),
+            Denial::HeadersTooLarge => {
+                text!("headers_too_large", "the request headers are too large")
+            }
+            Denial::BodyTooLarge => text!("body_too_large", "the request body is too large"),
+            Denial::MalformedBody => text!("invalid_request", "the request body is malformed"),
+            Denial::UpstreamUnavailable => {
+                text!("bad_gateway", "the upstream service is unavailable")
+            }
+            Denial::UpstreamTimeout => text!(
+                "gateway_timeout",
+                "the upstream service did not answer in time"
+            ),
+        }
+    }
+
+    /// Whether an HTTP/1.1 connection ends with this answer: the client may go on sending a
+    /// tunnel or a body that will never be read. (Over HTTP/2 only the stream ends.)
+    pub fn closes_connection(self) -> bool {
+        match self {
+            Denial::BadRequest(_) | Denial::MalformedBody => true,
             Denial::NoRoute
             | Denial::UnsafePath
+            | Denial::BadAuthorization
+            | Denial::NoToken
+            | Denial::InvalidToken(_)
+            | Denial::Forbidden
             | Denial::KeysUnavailable { .. }
             | Denial::RateLimited { .. }
             | Denial::HeadersTooLarge
             | Denial::BodyTooLarge
-            | Denial::MalformedBody
             | Denial::UpstreamUnavailable
-            | Denial::UpstreamTimeout => None,
-        }
-    }
-
-    /// `(error, error_description)` of the JSON body.
-    pub fn body_fields(self) -> (&'static str, &'static str) {
-        match self {
-            Denial::NoRoute => ("not_found", "no route matches this request"),
-            Denial::UnsafePath => (
-                "invalid_path",
-                "the request path cannot be normalized safely",
-            ),
-            Denial::BadAuthorization => {
-                ("invalid_request", "the Authorization header is malformed")
-            }
-            Denial::NoToken => ("unauthorized", Reason::MissingToken.description()),
-            Denial::InvalidToken(r) => ("invalid_token", r.description()),
-            Denial::Forbidden => (
-                "insufficient_scope",
-                Reason::InsufficientScope.description(),
-            ),
-            Denial::KeysUnavailable { .. } => (
-                "temporarily_unavailable",
-                Reason::KeysUnavailable.description(),
-            ),
-            Denial::RateLimited { .. } => (
-                "too_many_requests",
-                "too many failed authentication attempts",
-            ),
-            Denial::HeadersTooLarge => ("headers_too_large", "the request headers are too large"),
-            Denial::BodyTooLarge => ("body_too_large", "the request body is too large"),
-            Denial::MalformedBody => ("invalid_request", "the request body is malformed"),
-            Denial::UpstreamUnavailable => ("bad_gateway", "the upstream service is unavailable"),
-            Denial::UpstreamTimeout => (
-                "gateway_timeout",
-                "the upstream service did not answer in time",
-            ),
+            | Denial::UpstreamTimeout => false,
         }
     }
 
@@ -211,22 +311,21 @@ impl Denial {
         }
     }
 
-    pub fn to_response(self) -> Response<Full<Bytes>> {
-        let (error, description) = self.body_fields();
-        let body =
-            serde_json::json!({ "error": error, "error_description": description }).to_string();
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+    /// The response to a request of `version`.
+    pub fn to_response(self, version: Version) -> Response<Full<Bytes>> {
+        let text = self.text();
+        let mut response = Response::new(Full::new(Bytes::from_static(text.json.as_bytes())));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(challenge) = self
-            .challenge()
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            headers.insert(WWW_AUTHENTICATE, challenge);
+        if let Some(challenge) = text.challenge {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if let Some(secs) = self.retry_after() {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.closes_connection() && version < Version::HTTP_2 {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -240,6 +339,10 @@ mod tests {
     #[test]
     fn every_denial_matches_the_contract_table() {
         let table: &[(Denial, u16, Option<&str>)] = &[
+            (Denial::BadRequest(BadRequest::Connect), 400, None),
+            (Denial::BadRequest(BadRequest::DuplicateHost), 400, None),
+            (Denial::BadRequest(BadRequest::MissingHost), 400, None),
+            (Denial::BadRequest(BadRequest::TransferCoding), 501, None),
             (Denial::NoRoute, 404, None),
             (Denial::NoToken, 401, Some(r#"Bearer realm="jwt-gateway""#)),
             (
@@ -279,7 +382,7 @@ mod tests {
             (Denial::UpstreamTimeout, 504, None),
         ];
         for &(denial, status, challenge) in table {
-            let response = denial.to_response();
+            let response = denial.to_response(Version::HTTP_11);
             assert_eq!(response.status().as_u16(), status, "{denial:?}");
             let got = response
                 .headers()
@@ -288,14 +391,28 @@ mod tests {
             assert_eq!(got, challenge, "{denial:?}");
             let has_retry = response.headers().contains_key(RETRY_AFTER);
             assert_eq!(has_retry, status == 429 || status == 503, "{denial:?}");
+            let text = denial.text();
+            let body: serde_json::Value = serde_json::from_str(text.json).unwrap();
+            assert_eq!(body["error"], text.error, "{denial:?}");
+            assert_eq!(body["error_description"], text.description, "{denial:?}");
+            assert_eq!(body.as_object().unwrap().len(), 2, "{denial:?}");
+            let closes = response.headers().contains_key(CONNECTION);
+            assert_eq!(closes, denial.closes_connection(), "{denial:?}");
+            let h2 = denial.to_response(Version::HTTP_2);
+            assert!(!h2.headers().contains_key(CONNECTION), "{denial:?}");
         }
     }
 
     #[test]
     fn every_token_reason_has_a_generic_description() {
         for reason in Reason::ALL {
-            let challenge = Denial::InvalidToken(reason).challenge().unwrap();
-            assert!(HeaderValue::from_str(&challenge).is_ok());
+            let text = Denial::InvalidToken(reason).text();
+            let challenge = text.challenge.unwrap();
+            assert!(HeaderValue::from_str(challenge).is_ok());
+            let tail = format!(r#"error_description="{}""#, reason.description());
+            assert!(challenge.ends_with(&tail), "{challenge}");
+            let body: serde_json::Value = serde_json::from_str(text.json).unwrap();
+            assert_eq!(body["error_description"], reason.description());
             assert!(!reason.as_str().is_empty());
         }
     }

@@ -72,9 +72,9 @@ impl Report {
                 self.line(format!(
                     "result: {} {}{reason}",
                     d.status().as_u16(),
-                    d.body_fields().0
+                    d.text().error
                 ));
-                if let Some(challenge) = d.challenge() {
+                if let Some(challenge) = d.text().challenge {
                     self.line(format!("  WWW-Authenticate: {challenge}"));
                 }
             }

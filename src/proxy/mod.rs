@@ -6,4 +6,5 @@ pub mod headers;
 pub mod normalize;
 pub mod pipeline;
 pub mod route;
+pub mod shape;
 pub mod upstream;

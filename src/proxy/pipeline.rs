@@ -1,18 +1,20 @@
 //! One request, start to finish. The stages run in this order, each for a reason:
 //!
-//! 1. **limits**: header size first, before anything reads a header.
-//! 2. **normalize**: the path is made canonical (or refused) before routing, so route matching and
+//! 1. **shape**: a request head no proxy may act on (`CONNECT`, two `Host`s, an HTTP/1.1 request
+//!    without `Host`, a coding other than `chunked`) is refused before anything reads it further.
+//! 2. **limits**: header size, before anything reads a header's value.
+//! 3. **normalize**: the path is made canonical (or refused) before routing, so route matching and
 //!    the upstream see the same bytes and `/public/..;/admin` cannot pick a weaker route.
-//! 3. **route**: first match wins; no match is 404 before any token is read.
-//! 4. **throttle**: a client over its authentication-failure budget is refused before we spend a
+//! 4. **route**: first match wins; no match is 404 before any token is read.
+//! 5. **throttle**: a client over its authentication-failure budget is refused before we spend a
 //!    signature check on it.
-//! 5. **authenticate**: bearer → cache → decode → keys → signature → claims; then the route's
+//! 6. **authenticate**: bearer → cache → decode → keys → signature → claims; then the route's
 //!    audience and revocation, which are checked after the cache so that a token revoked while
 //!    cached is still refused.
-//! 6. **authorize**: the route's claim rules (403, never 401, for a valid token lacking a role).
-//! 7. **rewrite**: spoofable headers go on every route, anonymous ones included; claims are
+//! 7. **authorize**: the route's claim rules (403, never 401, for a valid token lacking a role).
+//! 8. **rewrite**: spoofable headers go on every route, anonymous ones included; claims are
 //!    rendered last, so a value that cannot travel faithfully denies instead of being altered.
-//! 8. **forward**: stream both ways; map upstream failures to 502/504 and oversize bodies to 413.
+//! 9. **forward**: stream both ways; map upstream failures to 502/504 and oversize bodies to 413.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ use super::body::{LimitedBody, ResponseBody};
 use super::headers::{self, X_REQUEST_ID};
 use super::normalize::normalize_path;
 use super::route::{request_host, Route};
+use super::shape::check_shape;
 use super::upstream::UpstreamError;
 use crate::auth::bearer;
 use crate::auth::cache::CachedToken;
@@ -102,17 +105,23 @@ pub async fn handle(
     let request_id = headers::request_id(request.headers());
     let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or(""), route = tracing::field::Empty);
     let mut ctx = RequestCtx::new(snapshot, conn, request_id, request.method().clone());
-    let response = match handle_inner(&gateway, &mut ctx, request)
-        .instrument(span.clone())
-        .await
-    {
+    let version = request.version();
+    let outcome = match check_shape(&request) {
+        Some(why) => Err(Denial::BadRequest(why)),
+        None => {
+            handle_inner(&gateway, &mut ctx, request)
+                .instrument(span.clone())
+                .await
+        }
+    };
+    let response = match outcome {
         Ok(response) => response,
         Err(denial) => {
             if let (Some(reason), Some(route)) = (denial.auth_reason(), ctx.route()) {
                 route.metrics.deny(reason);
                 ctx.decision = Some(reason);
             }
-            denial.to_response().map(Either::Left)
+            denial.to_response(version).map(Either::Left)
         }
     };
     let _entered = span.enter();

@@ -15,7 +15,6 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::admin;
 use crate::gateway::Gateway;
 use crate::proxy::pipeline::{handle, ConnInfo};
-use crate::server::malformed;
 use crate::server::preface::{read_preface, Prefixed};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -161,12 +160,7 @@ async fn serve_http<IO>(
 {
     let service = service_fn(move |req| {
         let gateway = gateway.clone();
-        async move {
-            if let Some(why) = malformed::check(&req) {
-                return Ok(malformed::refuse(&gateway, conn, &req, why));
-            }
-            handle(gateway, conn, req).await
-        }
+        async move { handle(gateway, conn, req).await }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let _ = watcher.watch(connection.into_owned()).await;

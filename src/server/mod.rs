@@ -2,6 +2,5 @@
 //! graceful shutdown.
 
 pub mod listener;
-pub mod malformed;
 pub mod preface;
 pub mod tls;
