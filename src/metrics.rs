@@ -349,13 +349,6 @@ pub struct ProviderMetrics {
     pub validation_miss: Histogram,
 }
 
-impl ProviderMetrics {
-    /// Handles registered nowhere, for keys used outside a running gateway (`check --request`).
-    pub fn detached(provider: &str) -> ProviderMetrics {
-        Metrics::new().provider(provider)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,7 +111,4 @@ impl VerifiedCache {
         self.cache.entry_count()
     }
 
-    pub fn clear(&self) {
-        self.cache.invalidate_all();
-    }
 }

@@ -2,7 +2,6 @@
 //! that requests read without locking, refreshed in the background, refetched once on an unknown
 //! `kid`, and kept through an IdP outage for up to `max_stale`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +57,6 @@ pub struct ProviderKeys {
     http: reqwest::Client,
     shared_secret: Option<Arc<VerifyingKey>>,
     metrics: ProviderMetrics,
-    fetches: AtomicU64,
 }
 
 impl std::fmt::Debug for ProviderKeys {
@@ -91,13 +89,7 @@ impl ProviderKeys {
             http,
             shared_secret,
             metrics,
-            fetches: AtomicU64::new(0),
         }
-    }
-
-    /// Takes over the keys of a provider whose settings did not change across a reload.
-    pub fn adopt(&self, previous: &ProviderKeys) {
-        self.state.store(previous.state.load_full());
     }
 
     pub fn snapshot(&self) -> Arc<KeySet> {
@@ -106,11 +98,6 @@ impl ProviderKeys {
 
     pub fn metrics(&self) -> &ProviderMetrics {
         &self.metrics
-    }
-
-    /// JWKS requests sent so far (tests bound refetch floods with it).
-    pub fn fetch_count(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
     }
 
     pub fn has_remote_keys(&self) -> bool {
@@ -235,7 +222,6 @@ impl ProviderKeys {
 
     async fn fetch_and_store(&self) -> Result<Duration, FetchError> {
         let started = Instant::now();
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         let outcome = self.fetch().await;
         let previous = self.state.load_full();
         let mut next = KeySet {
