@@ -110,5 +110,4 @@ impl VerifiedCache {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
-
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::bearer::{BadAuthorization, Credential};
 use super::cache::{CachedToken, VerifiedCache};
 use super::keyset::ProviderKeys;
 use super::token::{self, unix_now};
@@ -16,24 +17,39 @@ pub enum CacheOutcome {
     Miss,
 }
 
-/// Verifies `token` for a route trusting `providers`, recording the validation time of the
-/// provider it belongs to under `cache="hit"` or `cache="miss"`.
+/// Why a credential did not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unverified {
+    /// The token's characters are not a b64token: the Authorization header is malformed (400).
+    Credential(BadAuthorization),
+    /// The token was read and refused (401, or 503 for `KeysUnavailable`).
+    Token(Reason),
+}
+
+/// Verifies a bearer credential for a route trusting `providers`, recording the validation time
+/// of the provider it belongs to under `cache="hit"` or `cache="miss"`. The one composition of
+/// the steps below: the proxy, `check --request` and the benches all call it.
 pub async fn verify_token(
-    token: &str,
+    credential: &Credential<'_>,
     providers: &[Arc<ProviderKeys>],
     cache: &VerifiedCache,
-) -> Result<(Arc<CachedToken>, CacheOutcome), Reason> {
+) -> Result<(Arc<CachedToken>, CacheOutcome), Unverified> {
     let started = Instant::now();
-    match verify_cached(token.as_bytes(), providers, cache, started) {
-        Some(verdict) => verdict,
-        None => verify_miss(token, providers, cache, started).await,
+    // The cache first: a hit is a string that already passed the character check, so only a
+    // miss pays for scanning the token.
+    if let Some(verdict) = verify_cached(credential.bytes(), providers, cache, started) {
+        return verdict.map_err(Unverified::Token);
     }
+    let token = credential.checked().map_err(Unverified::Credential)?;
+    verify_miss(token, providers, cache, started)
+        .await
+        .map_err(Unverified::Token)
 }
 
 /// The verdict of the verified-token cache, `None` when it has no usable entry for `token`
 /// (unknown, verified for a provider this route does not trust, or its key is gone). `started`
 /// is when validation began, for the histogram.
-pub fn verify_cached(
+fn verify_cached(
     token: &[u8],
     providers: &[Arc<ProviderKeys>],
     cache: &VerifiedCache,
@@ -62,7 +78,7 @@ pub fn verify_cached(
 
 /// Full verification of a token the cache could not answer for: strict decoding, provider
 /// choice by `iss`, key, signature, provider-level claims; a verified token enters the cache.
-pub async fn verify_miss(
+async fn verify_miss(
     token: &str,
     providers: &[Arc<ProviderKeys>],
     cache: &VerifiedCache,

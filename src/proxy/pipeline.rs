@@ -40,7 +40,7 @@ use crate::auth::bearer;
 use crate::auth::cache::CachedToken;
 use crate::auth::rules;
 use crate::auth::throttle::client_ip;
-use crate::auth::verify;
+use crate::auth::verify::{self, Unverified};
 use crate::claims;
 use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding};
 use crate::denial::{Denial, Reason};
@@ -239,21 +239,7 @@ async fn authenticate(
         Ok(None) => return Err(Denial::NoToken),
         Err(_) => return Err(Denial::BadAuthorization),
     };
-    let started = Instant::now();
-    // The cache first: a hit is a string that already passed the character check, so only a
-    // miss pays for scanning the token.
-    let verdict = match verify::verify_cached(
-        credential.bytes(),
-        &route.providers,
-        &gateway.cache,
-        started,
-    ) {
-        Some(verdict) => verdict,
-        None => {
-            let token = credential.checked().map_err(|_| Denial::BadAuthorization)?;
-            verify::verify_miss(token, &route.providers, &gateway.cache, started).await
-        }
-    };
+    let verdict = verify::verify_token(&credential, &route.providers, &gateway.cache).await;
     match verdict {
         Ok((entry, _)) => {
             entry
@@ -266,7 +252,8 @@ async fn authenticate(
             }
             Ok(entry)
         }
-        Err(Reason::KeysUnavailable) => {
+        Err(Unverified::Credential(_)) => Err(Denial::BadAuthorization),
+        Err(Unverified::Token(Reason::KeysUnavailable)) => {
             let retry_after_secs = route
                 .providers
                 .iter()
@@ -275,7 +262,7 @@ async fn authenticate(
                 .unwrap_or(30);
             Err(Denial::KeysUnavailable { retry_after_secs })
         }
-        Err(reason) => Err(Denial::InvalidToken(reason)),
+        Err(Unverified::Token(reason)) => Err(Denial::InvalidToken(reason)),
     }
 }
 
