@@ -259,6 +259,34 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
     gw.stop().await;
 }
 
+/// A token passes until `exp` plus the provider's `clock_skew` (30s by default): its jti entry must
+/// not be compacted away at `exp`, or a restart in that window lets the revoked token back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jti_entry_outlives_exp_while_the_skew_still_admits_its_token() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("revocations.jsonl");
+    let section = format!("  backend: memory\n  file: {}", file.display());
+    let mut c = claims(&issuer.iss(), "orders-api");
+    c["exp"] = json!(now() - 5);
+    let token = key.mint("ES256", &c);
+
+    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    assert_eq!(status_of(&gw, &token).await, 200, "within the 30s skew");
+    let (status, entry) = post_revocation(&gw, json!({"token": token}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 201, "{entry}");
+    assert_eq!(entry["exp"], c["exp"]);
+    gw.stop().await;
+
+    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let seen = upstream.requests();
+    assert_eq!(status_of(&gw, &token).await, 401, "kept past exp");
+    assert_eq!(upstream.requests(), seen);
+    gw.stop().await;
+}
+
 async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let started = Instant::now();
     loop {

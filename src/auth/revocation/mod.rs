@@ -19,6 +19,9 @@ use super::token::{unix_now, VerifiedClaims};
 use crate::config::RevocationConfig;
 use crate::metrics::Metrics;
 
+/// The largest `clock_skew` a provider may have (`config::compile` refuses more than 10m).
+const MAX_CLOCK_SKEW_SECS: i64 = 600;
+
 /// Longest `jti`, `sub` or `iss` accepted; real ones are UUID- or URL-sized.
 pub const MAX_ID_LEN: usize = 1024;
 
@@ -70,9 +73,12 @@ impl Entry {
         }
     }
 
-    /// A jti entry is useless once its token has expired; subject entries never lapse.
+    /// A jti entry is useless once its token can no longer pass; subject entries never lapse.
+    /// The gateway accepts a token until `exp` plus its provider's `clock_skew`, so the entry is
+    /// kept that much longer (by the largest skew the config allows), or a purge in that window
+    /// would let the revoked token back in.
     fn expired(&self, now: i64) -> bool {
-        matches!(self.rule, Rule::Jti { exp, .. } if exp < now)
+        matches!(self.rule, Rule::Jti { exp, .. } if exp.saturating_add(MAX_CLOCK_SKEW_SECS) < now)
     }
 }
 
@@ -568,6 +574,20 @@ mod tests {
         assert!(list.is_revoked(&claims_from("https://c", "bob", None, Some(700.0))));
         assert!(!list.is_revoked(&claims_from("https://c", "bob", None, Some(701.0))));
         assert!(list.is_revoked(&claims_from("https://a", "bob", None, Some(1000.0))));
+    }
+
+    #[test]
+    fn jti_entries_outlive_exp_by_the_largest_clock_skew() {
+        let entry = Entry::new(rule(r#"{"jti":"j","exp":1000}"#));
+        assert!(
+            !entry.expired(1000 + MAX_CLOCK_SKEW_SECS),
+            "still acceptable with skew"
+        );
+        assert!(entry.expired(1001 + MAX_CLOCK_SKEW_SECS));
+        let far = Entry::new(rule(&format!(r#"{{"jti":"j","exp":{}}}"#, i64::MAX)));
+        assert!(!far.expired(i64::MAX), "no overflow");
+        let subject = Entry::new(rule(r#"{"sub":"s","not_before":1}"#));
+        assert!(!subject.expired(i64::MAX));
     }
 
     #[test]
