@@ -245,4 +245,39 @@ mod tests {
         );
         assert_eq!(t.blocked(ip("192.0.2.2"), 2), None);
     }
+
+    proptest::proptest! {
+        /// Whatever a client writes into `X-Forwarded-For` ends up left of the hops our trusted
+        /// proxies append: it can never choose the key when the nearest appended hop is a
+        /// well-formed untrusted address.
+        #[test]
+        fn what_the_client_wrote_never_picks_the_key(
+            written in "[0-9a-fA-F:.,\\[\\] unkow%]{0,40}",
+            client in proptest::prelude::any::<[u8; 16]>(),
+            v4 in proptest::prelude::any::<bool>(),
+            through_trusted_hop in proptest::prelude::any::<bool>(),
+        ) {
+            let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+            let mut client = if v4 {
+                IpAddr::from([client[0], client[1], client[2], client[3]])
+            } else {
+                IpAddr::from(client)
+            };
+            if trusted.iter().any(|n| n.contains(&client)) {
+                client = ip("198.51.100.1");
+            }
+            let mut value = format!("{written}, {client}");
+            if through_trusted_hop {
+                value.push_str(", 10.1.2.3");
+            }
+            let Ok(header) = http::HeaderValue::from_str(&value) else {
+                return Ok(());
+            };
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", header);
+            proptest::prop_assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), client);
+            let key = throttle_key(client);
+            proptest::prop_assert_eq!(throttle_key(key), key);
+        }
+    }
 }
