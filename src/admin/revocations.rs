@@ -1,5 +1,5 @@
-//! `POST /revocations`, `GET /revocations`, `DELETE /revocations/{id}`. Mutations need
-//! `Authorization: Bearer <admin.token_env>`; without a configured token they are always refused.
+//! `POST /revocations`, `GET /revocations`, `DELETE /revocations/{id}`. Every call needs
+//! `Authorization: Bearer <admin.token_env>`; without a configured token they are all refused.
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -9,7 +9,11 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::json;
-use crate::auth::revocation::{parse_rule, RevocationError};
+use crate::auth::revocation::{
+    parse_request, InvalidRule, RevocationError, RevocationRequest, Rule, MAX_ID_LEN,
+};
+use crate::auth::verify::verify_token;
+use crate::denial::Reason;
 use crate::gateway::Gateway;
 
 /// Largest admin request body read; a revocation is well under 2 KiB.
@@ -18,7 +22,11 @@ const MAX_BODY: usize = 16 * 1024;
 pub async fn handle(gateway: &Gateway, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
     match (request.method().clone(), path.strip_prefix("/revocations")) {
+        // Listing needs the token too: the list names subjects and token ids.
         (Method::GET, Some("" | "/")) => {
+            if !authorized(gateway, &request) {
+                return unauthorized();
+            }
             json(StatusCode::OK, &json!(gateway.revocations.entries()))
         }
         (Method::POST, Some("" | "/")) => {
@@ -35,11 +43,9 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>) -> Response<F
                     )
                 }
             };
-            let rule = match parse_rule(&body) {
+            let rule = match rule_from_body(gateway, &body).await {
                 Ok(rule) => rule,
-                Err(why) => {
-                    return error(StatusCode::BAD_REQUEST, "invalid_request", &why.to_string())
-                }
+                Err(refused) => return refused.response(),
             };
             match gateway.revocations.add(rule).await {
                 Ok(entry) => {
@@ -75,6 +81,98 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>) -> Response<F
         ),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin resource"),
     }
+}
+
+/// Why a `POST /revocations` body stores nothing. Descriptions are fixed texts: nothing of the
+/// body (a token above all) is ever echoed.
+#[derive(Clone, Copy, Debug)]
+enum Refused {
+    Body(InvalidRule),
+    Invalid(&'static str),
+    KeysUnavailable,
+}
+
+impl Refused {
+    fn response(self) -> Response<Full<Bytes>> {
+        match self {
+            Refused::Body(why) => {
+                error(StatusCode::BAD_REQUEST, "invalid_request", &why.to_string())
+            }
+            Refused::Invalid(description) => {
+                error(StatusCode::BAD_REQUEST, "invalid_request", description)
+            }
+            Refused::KeysUnavailable => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the token's signing keys cannot be had right now; nothing was changed",
+                );
+                r.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                r
+            }
+        }
+    }
+}
+
+async fn rule_from_body(gateway: &Gateway, body: &[u8]) -> Result<Rule, Refused> {
+    match parse_request(body).map_err(Refused::Body)? {
+        RevocationRequest::Rule(rule) => known_issuer(gateway, rule),
+        RevocationRequest::Token(token) => rule_from_token(gateway, &token).await,
+    }
+}
+
+/// A rule scoped to an issuer no provider has would never match anything: most likely a typo
+/// (a trailing `/`), which must not pass for a revocation in force.
+fn known_issuer(gateway: &Gateway, rule: Rule) -> Result<Rule, Refused> {
+    let snapshot = gateway.snapshot();
+    match rule.issuer() {
+        Some(iss) if !snapshot.providers.iter().any(|p| p.config.issuer == iss) => Err(
+            Refused::Invalid("iss names no configured provider's issuer"),
+        ),
+        _ => Ok(rule),
+    }
+}
+
+/// `{"token": ...}`: the token must verify exactly as the proxy would verify it (signature,
+/// provider by `iss`, time claims with the provider's skew; the audience is not asked, as a
+/// token is revoked for every route), and is revoked by its `jti` until its `exp`, scoped to its
+/// issuer. An expired token is refused already, so it gets 400 and nothing is stored.
+async fn rule_from_token(gateway: &Gateway, token: &str) -> Result<Rule, Refused> {
+    let snapshot = gateway.snapshot();
+    if token.len() > snapshot.config.server.limits.max_token_bytes {
+        return Err(Refused::Invalid("the token is longer than max_token_bytes"));
+    }
+    let entry = match verify_token(token, &snapshot.providers, &gateway.cache).await {
+        Ok((entry, _)) => entry,
+        Err(Reason::Expired) => {
+            return Err(Refused::Invalid(
+                "the token has expired: the gateway refuses it already; nothing was stored",
+            ))
+        }
+        Err(Reason::KeysUnavailable) => return Err(Refused::KeysUnavailable),
+        Err(_) => {
+            return Err(Refused::Invalid(
+                "the token does not verify against any configured provider",
+            ))
+        }
+    };
+    let claims = &entry.claims;
+    let Some(jti) = claims
+        .jti
+        .as_ref()
+        .filter(|j| !j.is_empty() && j.len() <= MAX_ID_LEN)
+    else {
+        return Err(Refused::Invalid(
+            "the token has no usable jti; revoke its subject with {\"sub\", \"not_before\"} instead",
+        ));
+    };
+    Ok(Rule::Jti {
+        jti: jti.clone(),
+        // Without `exp` the token never expires, and neither does its revocation.
+        exp: claims.exp.map_or(i64::MAX, |exp| exp.ceil() as i64),
+        iss: Some(entry.provider.config.issuer.clone()),
+    })
 }
 
 /// Compares SHA-256 digests in constant time, so neither content nor length leaks by timing.

@@ -10,7 +10,8 @@ use crate::config;
 
 #[derive(Subcommand, Debug)]
 pub enum RevokeCommand {
-    /// Revoke one token by jti (until --exp) or every token of --sub issued before --not-before.
+    /// Revoke one token by jti (until --exp), every token of --sub issued up to --not-before, or
+    /// the token given with --token.
     Add {
         #[arg(long, requires = "exp", conflicts_with_all = ["sub", "not_before"])]
         jti: Option<String>,
@@ -19,9 +20,16 @@ pub enum RevokeCommand {
         exp: Option<i64>,
         #[arg(long, requires = "not_before")]
         sub: Option<String>,
-        /// Tokens of --sub with iat before this (Unix seconds) are refused.
+        /// Tokens of --sub with iat up to and including this (Unix seconds) are refused.
         #[arg(long = "not-before")]
         not_before: Option<i64>,
+        /// Only for tokens of this issuer (default: every provider).
+        #[arg(long)]
+        iss: Option<String>,
+        /// A token to revoke: the gateway verifies it and revokes its jti, for its issuer, until
+        /// its exp. `-` reads it from stdin (keeps it out of the process list).
+        #[arg(long, conflicts_with_all = ["jti", "exp", "sub", "not_before", "iss"])]
+        token: Option<String>,
     },
     /// List the revocations in force.
     List,
@@ -85,24 +93,32 @@ pub fn revoke(
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let request = match command {
         RevokeCommand::Add {
+            token: Some(token), ..
+        } => client
+            .post(format!("{}/revocations", target.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(json!({"token": token_argument(token)?}).to_string()),
+        RevokeCommand::Add {
             jti: Some(jti),
             exp: Some(exp),
+            iss,
             ..
         } => client
             .post(format!("{}/revocations", target.base))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(json!({"jti": jti, "exp": exp}).to_string()),
+            .body(scoped(json!({"jti": jti, "exp": exp}), iss).to_string()),
         RevokeCommand::Add {
             sub: Some(sub),
             not_before: Some(nb),
+            iss,
             ..
         } => client
             .post(format!("{}/revocations", target.base))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(json!({"sub": sub, "not_before": nb}).to_string()),
+            .body(scoped(json!({"sub": sub, "not_before": nb}), iss).to_string()),
         RevokeCommand::Add { .. } => {
             return Err(CliError::Usage(
-                "revoke add needs --jti with --exp, or --sub with --not-before".into(),
+                "revoke add needs --jti with --exp, --sub with --not-before, or --token".into(),
             ))
         }
         RevokeCommand::List => client.get(format!("{}/revocations", target.base)),
@@ -134,4 +150,22 @@ pub fn revoke(
             )))
         }
     })
+}
+
+fn scoped(mut rule: serde_json::Value, iss: Option<String>) -> serde_json::Value {
+    if let (Some(iss), Some(obj)) = (iss, rule.as_object_mut()) {
+        obj.insert("iss".into(), iss.into());
+    }
+    rule
+}
+
+/// The token itself, or `-`: read from stdin, surrounding whitespace trimmed.
+fn token_argument(token: String) -> Result<String, CliError> {
+    if token != "-" {
+        return Ok(token);
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| CliError::Usage(format!("cannot read the token from stdin: {e}")))?;
+    Ok(text.trim().to_string())
 }

@@ -513,3 +513,158 @@ async fn on_one_cpu_the_gateway_validates_reloads_and_drains() {
     let exit = gateway.exit_status().await;
     assert_eq!(exit.code(), Some(0), "{}", gateway.log());
 }
+
+/// `revoke add --token` (argument and stdin) and `revoke list` against a running binary, address
+/// and admin token taken from the config: the token is verified by the gateway, its jti revoked
+/// for its issuer; a refused token changes nothing; neither the CLI nor the gateway's log ever
+/// prints the token; listing without the admin token fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_add_token_and_list_use_the_admin_token() {
+    const SECRET: &str = "cli-admin-secret-0123456789abcdef";
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+server:
+  listen: "127.0.0.1:{port}"
+  insecure_plaintext: true
+admin:
+  listen: "127.0.0.1:{admin}"
+  token_env: CLI_TEST_ADMIN_TOKEN
+log: {{ level: debug, format: text }}
+providers:
+{provider}routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: "{up}"
+    auth: {{ providers: [test] }}
+"#,
+        provider = test_provider_yaml(&issuer, "ES256"),
+        up = upstream.url(),
+    );
+    let gateway = GatewayProcess::spawn(dir.path(), &yaml, &[("CLI_TEST_ADMIN_TOKEN", SECRET)]);
+    gateway.wait_until_ok(admin, "/healthz").await;
+    let config = dir.path().join("gateway.yaml");
+    let revoke = |args: &[&str], secret: Option<&str>, stdin: Option<String>| {
+        let mut command = Command::new(BIN);
+        command
+            .arg("-c")
+            .arg(&config)
+            .arg("revoke")
+            .args(args)
+            .env_remove("JWT_GATEWAY_CONFIG")
+            .env_remove("CLI_TEST_ADMIN_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(s) = secret {
+            command.env("CLI_TEST_ADMIN_TOKEN", s);
+        }
+        let stdin = stdin.unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("run jwt-gateway revoke");
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+            child.wait_with_output().expect("revoke output")
+        })
+    };
+    let client = reqwest::Client::new();
+    let call = |token: String| {
+        let request = client
+            .get(format!("http://127.0.0.1:{port}/api/x"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let c = claims(&issuer.iss(), "orders-api");
+    let token = key.mint("ES256", &c);
+    let mut no_jti = claims(&issuer.iss(), "orders-api");
+    no_jti.as_object_mut().unwrap().remove("jti");
+    let no_jti = key.mint("ES256", &no_jti);
+    assert_eq!(call(token.clone()).await, 200);
+
+    // Refused: no jti (from stdin), and a forged token; nothing is stored, nothing echoed.
+    let out = revoke(&["add", "--token", "-"], Some(SECRET), Some(no_jti.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("jti"), "{}", text(&out.stderr));
+    let forged = TestKey::p256("k1").mint("ES256", &c);
+    let out = revoke(&["add", "--token", &forged], Some(SECRET), None)
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    for out_text in [text(&out.stderr), text(&out.stdout)] {
+        assert!(!out_text.contains(&forged), "{out_text}");
+    }
+    let list = revoke(&["list"], Some(SECRET), None).await.unwrap();
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert_eq!(
+        text(&list.stdout).trim(),
+        "[]",
+        "the refusals stored nothing"
+    );
+
+    // Accepted: the entry names the token's jti, exp and issuer, and the token is refused.
+    let out = revoke(&["add", "--token", &token], Some(SECRET), None)
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entry["jti"], c["jti"]);
+    assert_eq!(entry["exp"], c["exp"]);
+    assert_eq!(entry["iss"], serde_json::json!(issuer.iss()));
+    assert!(!text(&out.stdout).contains(&token));
+    let seen = upstream.requests();
+    assert_eq!(call(token.clone()).await, 401);
+    assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
+
+    let list = revoke(&["list"], Some(SECRET), None).await.unwrap();
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert!(text(&list.stdout).contains(c["jti"].as_str().unwrap()));
+    // Without the variable the config does not load at all; name the admin URL and an unset one.
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let unlisted = revoke(
+        &[
+            "--admin",
+            &admin_url,
+            "--token-env",
+            "CLI_TEST_UNSET",
+            "list",
+        ],
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(unlisted.status.code(), Some(2), "no admin token: 401");
+    assert!(
+        text(&unlisted.stderr).contains("401"),
+        "{}",
+        text(&unlisted.stderr)
+    );
+    assert!(!text(&unlisted.stdout).contains(c["jti"].as_str().unwrap()));
+
+    // --iss scopes a subject revocation to one issuer.
+    let iss = issuer.iss();
+    let out = revoke(
+        &["add", "--sub", "bob", "--not-before", "1000", "--iss", &iss],
+        Some(SECRET),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (entry["sub"].as_str(), entry["iss"].as_str()),
+        (Some("bob"), Some(iss.as_str()))
+    );
+
+    let log = gateway.log();
+    for secret in [&token, &forged, &no_jti] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(!log.contains(signature), "a token reached the log:\n{log}");
+    }
+}

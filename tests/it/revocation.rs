@@ -83,11 +83,17 @@ async fn delete_revocation(gw: &TestGateway, id: &str, token: Option<&str>) -> u
         .0
 }
 
-/// Listing needs no token: only changes are guarded.
 async fn list_revocations(gw: &TestGateway) -> Value {
-    admin(gw, reqwest::Method::GET, "/revocations", None, None)
-        .await
-        .1
+    let (status, list) = admin(
+        gw,
+        reqwest::Method::GET,
+        "/revocations",
+        None,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    list
 }
 
 async fn status_of(gw: &TestGateway, token: &str) -> u16 {
@@ -116,6 +122,17 @@ async fn admin_api_requires_the_token_and_a_well_formed_body() {
     ] {
         assert_eq!(post_revocation(&gw, bad, Some(ADMIN_TOKEN)).await.0, 400);
     }
+    assert_eq!(
+        post_revocation(
+            &gw,
+            json!({"sub": "alice", "not_before": now(), "iss": format!("{}/", issuer.iss())}),
+            Some(ADMIN_TOKEN)
+        )
+        .await
+        .0,
+        400,
+        "iss names no configured provider (a trailing-slash typo)"
+    );
     let list = list_revocations(&gw).await;
     assert_eq!(list, json!([]), "refused calls changed nothing");
 
@@ -123,6 +140,11 @@ async fn admin_api_requires_the_token_and_a_well_formed_body() {
     assert_eq!(status, 201);
     assert_eq!(entry["jti"], "abc");
     let id = entry["id"].as_str().expect("id").to_string();
+    for token in [None, Some("wrong")] {
+        let (status, body) = admin(&gw, reqwest::Method::GET, "/revocations", None, token).await;
+        assert_eq!(status, 401, "listing needs the admin token too");
+        assert!(!body.to_string().contains("abc"), "{body}");
+    }
     assert_eq!(delete_revocation(&gw, &id, None).await, 401);
     assert_eq!(delete_revocation(&gw, &id, Some(ADMIN_TOKEN)).await, 204);
     assert_eq!(delete_revocation(&gw, &id, Some(ADMIN_TOKEN)).await, 404);
@@ -234,6 +256,34 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
     );
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains("long-gone"));
+    gw.stop().await;
+}
+
+/// A token passes until `exp` plus the provider's `clock_skew` (30s by default): its jti entry must
+/// not be compacted away at `exp`, or a restart in that window lets the revoked token back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jti_entry_outlives_exp_while_the_skew_still_admits_its_token() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("revocations.jsonl");
+    let section = format!("  backend: memory\n  file: {}", file.display());
+    let mut c = claims(&issuer.iss(), "orders-api");
+    c["exp"] = json!(now() - 5);
+    let token = key.mint("ES256", &c);
+
+    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    assert_eq!(status_of(&gw, &token).await, 200, "within the 30s skew");
+    let (status, entry) = post_revocation(&gw, json!({"token": token}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 201, "{entry}");
+    assert_eq!(entry["exp"], c["exp"]);
+    gw.stop().await;
+
+    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let seen = upstream.requests();
+    assert_eq!(status_of(&gw, &token).await, 401, "kept past exp");
+    assert_eq!(upstream.requests(), seen);
     gw.stop().await;
 }
 
@@ -373,10 +423,15 @@ async fn the_revoke_command_drives_the_admin_api() {
     assert_eq!(entry["jti"], "cli-jti");
     let id = entry["id"].as_str().unwrap().to_string();
 
-    let list = cmd("UNSET_VAR_FOR_TEST", vec!["list".into()])
+    let list = cmd("JWT_GATEWAY_TEST_ADMIN_TOKEN", vec!["list".into()])
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&list.stdout).contains("cli-jti"));
+    let unlisted = cmd("UNSET_VAR_FOR_TEST", vec!["list".into()])
+        .await
+        .unwrap();
+    assert_eq!(unlisted.status.code(), Some(2), "no token: no list");
+    assert!(!String::from_utf8_lossy(&unlisted.stdout).contains("cli-jti"));
     let refused = cmd("UNSET_VAR_FOR_TEST", vec!["remove".into(), id.clone()])
         .await
         .unwrap();
@@ -399,4 +454,321 @@ fn revoke_cmd(admin_url: &str, token_env: &str, args: &[String]) -> std::process
         .env("JWT_GATEWAY_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .expect("run jwt-gateway revoke")
+}
+
+/// Two providers (`test` for `a`, `other` for `b`) trusted by one route.
+fn two_issuer_yaml(a: &Issuer, b: &Issuer, upstream: &Upstream, revocation: &str) -> String {
+    let other = test_provider_yaml(b, "ES256").replace("name: test", "name: other");
+    yaml(a, upstream, revocation)
+        .replace("routes:\n", &format!("{other}routes:\n"))
+        .replace("providers: [test]", "providers: [test, other]")
+}
+
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (Debian's redis-tools, a dependency of redis-server)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 13: `revoke add --sub alice --not-before "$(date +%s)"` must also catch a token minted in
+/// that same second (`iat == not_before`), cached or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_a_subject_revocation_covers_its_own_second() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let t = now();
+    let mut same = claims(&issuer.iss(), "orders-api");
+    same["iat"] = json!(t);
+    let same = key.mint("ES256", &same);
+    let mut later = claims(&issuer.iss(), "orders-api");
+    later["iat"] = json!(t + 1);
+    let later = key.mint("ES256", &later);
+    assert_eq!(
+        status_of(&gw, &same).await,
+        200,
+        "cached before the revocation"
+    );
+
+    let (status, _) = post_revocation(
+        &gw,
+        json!({"sub": "alice", "not_before": t}),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let seen = upstream.requests();
+    assert_eq!(status_of(&gw, &same).await, 401, "iat == not_before");
+    assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
+    assert_eq!(status_of(&gw, &later).await, 200, "issued a second later");
+    gw.stop().await;
+}
+
+/// `iss` scopes an entry to one provider; entries without it (old file lines included) hold for
+/// every provider, and the scoping survives a restart of the file backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_revocations_hold_only_for_their_issuer_and_survive_a_restart() {
+    let (ka, kb) = (TestKey::p256("k1"), TestKey::p256("k1"));
+    let a = Issuer::start(&[(&ka, "ES256")]).await;
+    let b = Issuer::start(&[(&kb, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("revocations.jsonl");
+    // A line written before entries could carry `iss`: it must still load, for every provider.
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n",
+            json!({"op": "add", "entry": {"id": "old1", "sub": "bob", "not_before": now() + 5, "created_at": 1}})
+        ),
+    )
+    .unwrap();
+    let section = format!("  backend: memory\n  file: {}", file.display());
+    let config = two_issuer_yaml(&a, &b, &upstream, &section);
+    let mint = |key: &TestKey, iss: &Issuer, sub: &str| {
+        let mut c = claims(&iss.iss(), "orders-api");
+        c["sub"] = json!(sub);
+        (key.mint("ES256", &c), c)
+    };
+    let (alice_a, _) = mint(&ka, &a, "alice");
+    let (alice_b, alice_b_claims) = mint(&kb, &b, "alice");
+    let (bob_a, _) = mint(&ka, &a, "bob");
+    let (bob_b, _) = mint(&kb, &b, "bob");
+
+    let gw = TestGateway::start(&config).await;
+    assert_eq!(
+        status_of(&gw, &bob_a).await,
+        401,
+        "old unscoped line, issuer a"
+    );
+    assert_eq!(
+        status_of(&gw, &bob_b).await,
+        401,
+        "old unscoped line, issuer b"
+    );
+    assert_eq!(status_of(&gw, &alice_a).await, 200);
+    assert_eq!(status_of(&gw, &alice_b).await, 200);
+    let seen = upstream.requests();
+
+    let (status, entry) = post_revocation(
+        &gw,
+        json!({"sub": "alice", "iss": a.iss(), "not_before": now() + 5}),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(entry["iss"], json!(a.iss()));
+    // The jti of b's token, scoped to a: it must not touch b's token.
+    let (status, _) = post_revocation(
+        &gw,
+        json!({"jti": alice_b_claims["jti"], "exp": alice_b_claims["exp"], "iss": a.iss()}),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(status_of(&gw, &alice_a).await, 401, "scoped to a");
+    assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
+    assert_eq!(
+        status_of(&gw, &alice_b).await,
+        200,
+        "b's alice is someone else"
+    );
+    gw.stop().await;
+
+    let gw = TestGateway::start(&config).await;
+    assert_eq!(
+        list_revocations(&gw).await.as_array().map(Vec::len),
+        Some(3)
+    );
+    let seen = upstream.requests();
+    assert_eq!(status_of(&gw, &alice_a).await, 401, "after the restart");
+    assert_eq!(status_of(&gw, &bob_b).await, 401);
+    assert_eq!(upstream.requests(), seen);
+    assert_eq!(status_of(&gw, &alice_b).await, 200);
+    gw.stop().await;
+}
+
+/// `{"token": ...}`: verified like the proxy verifies it, revoked by `jti` for its issuer until its
+/// `exp`; everything that does not verify is a 400 that stores nothing and never echoes the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_token_is_verified_and_revoked_by_its_jti() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let c = claims(&issuer.iss(), "orders-api");
+    let token = key.mint("ES256", &c);
+    let sibling = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    assert_eq!(status_of(&gw, &token).await, 200, "now cached");
+
+    let forged = TestKey::p256("k1").mint("ES256", &c);
+    let mut no_jti = claims(&issuer.iss(), "orders-api");
+    no_jti.as_object_mut().unwrap().remove("jti");
+    let no_jti = key.mint("ES256", &no_jti);
+    let mut expired = claims(&issuer.iss(), "orders-api");
+    expired["iat"] = json!(now() - 7200);
+    expired["nbf"] = json!(now() - 7200);
+    expired["exp"] = json!(now() - 3600);
+    let expired = key.mint("ES256", &expired);
+    let mut stranger = claims(&issuer.iss(), "orders-api");
+    stranger["iss"] = json!("https://stranger.example");
+    let stranger = key.mint("ES256", &stranger);
+    for (bad, why) in [
+        (&forged, "signature"),
+        (&no_jti, "jti"),
+        (&expired, "expired"),
+        (&stranger, "does not verify"),
+        (&"not.a.token".to_string(), "does not verify"),
+    ] {
+        let (status, body) = post_revocation(&gw, json!({"token": bad}), Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, 400, "{why}: {body}");
+        let text = body.to_string();
+        let description = body["error_description"].as_str().unwrap_or("");
+        assert!(
+            description.contains(why) || why == "signature",
+            "{why}: {text}"
+        );
+        let signature = bad.rsplit('.').next().unwrap();
+        assert!(
+            !text.contains(bad.as_str()) && (signature.len() < 16 || !text.contains(signature)),
+            "the token is never echoed: {text}"
+        );
+    }
+    assert_eq!(
+        post_revocation(&gw, json!({"token": token}), None).await.0,
+        401
+    );
+    assert_eq!(
+        list_revocations(&gw).await,
+        json!([]),
+        "400s stored nothing"
+    );
+
+    let (status, entry) = post_revocation(&gw, json!({"token": token}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 201, "{entry}");
+    assert_eq!(entry["jti"], c["jti"]);
+    assert_eq!(entry["exp"], c["exp"]);
+    assert_eq!(entry["iss"], json!(issuer.iss()));
+    assert!(entry.get("token").is_none() && !entry.to_string().contains(&token));
+    let seen = upstream.requests();
+    assert_eq!(status_of(&gw, &token).await, 401, "revoked while cached");
+    assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
+    assert_eq!(status_of(&gw, &sibling).await, 200, "only that token");
+    assert_eq!(
+        list_revocations(&gw).await.as_array().map(Vec::len),
+        Some(1)
+    );
+    gw.stop().await;
+}
+
+/// Scoped entries travel through Redis like any other; entries Redis holds from before `iss`
+/// existed still load and hold for every provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_and_old_entries_travel_through_redis() {
+    let (ka, kb) = (TestKey::p256("k1"), TestKey::p256("k1"));
+    let a = Issuer::start(&[(&ka, "ES256")]).await;
+    let b = Issuer::start(&[(&kb, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start();
+    let old = json!({"id": "old1", "sub": "bob", "not_before": now() + 5, "created_at": 1});
+    redis_cli(
+        &redis,
+        &["HSET", "jwt-gateway:revocations", "old1", &old.to_string()],
+    );
+    let section = format!("  backend: redis\n  redis_url: \"{}\"", redis.url());
+    let config = two_issuer_yaml(&a, &b, &upstream, &section);
+    let one = TestGateway::start(&config).await;
+    let two = TestGateway::start(&config).await;
+    wait_for(
+        "both instances connect",
+        Duration::from_secs(5),
+        async || {
+            one.admin_get("/readyz").await.1.contains("connected")
+                && two.admin_get("/readyz").await.1.contains("connected")
+        },
+    )
+    .await;
+    let mint = |key: &TestKey, iss: &Issuer, sub: &str| {
+        let mut c = claims(&iss.iss(), "orders-api");
+        c["sub"] = json!(sub);
+        key.mint("ES256", &c)
+    };
+    assert_eq!(
+        status_of(&two, &mint(&ka, &a, "bob")).await,
+        401,
+        "old entry, a"
+    );
+    assert_eq!(
+        status_of(&two, &mint(&kb, &b, "bob")).await,
+        401,
+        "old entry, b"
+    );
+
+    let (carol_a, carol_b) = (mint(&ka, &a, "carol"), mint(&kb, &b, "carol"));
+    let alice_a = mint(&ka, &a, "alice");
+    assert_eq!(status_of(&two, &alice_a).await, 200);
+    let (status, _) = post_revocation(
+        &one,
+        json!({"sub": "carol", "iss": b.iss(), "not_before": now() + 5}),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, entry) = post_revocation(&one, json!({"token": alice_a}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 201);
+    let seen = upstream.requests();
+    wait_for(
+        "the other instance applies both",
+        Duration::from_secs(1),
+        async || status_of(&two, &carol_b).await == 401 && status_of(&two, &alice_a).await == 401,
+    )
+    .await;
+    assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
+    assert_eq!(
+        status_of(&two, &carol_a).await,
+        200,
+        "carol of a is untouched"
+    );
+    let stored = redis_cli(
+        &redis,
+        &[
+            "HGET",
+            "jwt-gateway:revocations",
+            entry["id"].as_str().unwrap(),
+        ],
+    );
+    assert!(stored.contains(&a.iss()), "Redis holds the scope: {stored}");
+    assert!(!stored.contains(&alice_a), "never the token: {stored}");
+    for gw in [one, two] {
+        gw.stop().await;
+    }
+}
+
+/// Without `admin.token_env` every call under `/revocations`, listing included, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_token_nothing_under_revocations_is_served() {
+    let key = TestKey::p256("k1");
+    let issuer = Issuer::start(&[(&key, "ES256")]).await;
+    let upstream = Upstream::start().await;
+    let config = yaml(&issuer, &upstream, "  backend: memory")
+        .replace("admin:\n  token_env: JWT_GATEWAY_TEST_ADMIN_TOKEN\n", "");
+    assert!(!config.contains("token_env"));
+    let gw = TestGateway::start(&config).await;
+    for token in [None, Some(ADMIN_TOKEN)] {
+        let (status, _) = admin(&gw, reqwest::Method::GET, "/revocations", None, token).await;
+        assert_eq!(status, 401);
+        let body = json!({"sub": "alice", "not_before": now()});
+        assert_eq!(post_revocation(&gw, body, token).await.0, 401);
+    }
+    assert!(gw.gateway.revocations.entries().is_empty());
+    gw.stop().await;
 }

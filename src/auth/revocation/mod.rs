@@ -1,5 +1,5 @@
 //! Revocations: one token by `jti` (kept until that token's `exp`), or every token of a `sub`
-//! issued before a time. Every request consults a local, lock-free view (an `ArcSwap` of an
+//! issued up to a time; either may be scoped to one issuer (`iss`). Every request consults a local, lock-free view (an `ArcSwap` of an
 //! immutable list), so the check adds no network round trip; backends only keep that view
 //! complete and durable.
 
@@ -19,14 +19,38 @@ use super::token::{unix_now, VerifiedClaims};
 use crate::config::RevocationConfig;
 use crate::metrics::Metrics;
 
-/// Longest `jti` or `sub` accepted; real ones are UUID-sized.
-const MAX_ID_LEN: usize = 1024;
+/// The largest `clock_skew` a provider may have (`config::compile` refuses more than 10m).
+const MAX_CLOCK_SKEW_SECS: i64 = 600;
 
+/// Longest `jti`, `sub` or `iss` accepted; real ones are UUID- or URL-sized.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// What is revoked. `iss`, when present, limits the rule to tokens of that issuer; without it the
+/// rule holds for every provider (a `sub` or `jti` is only unique within one issuer, so scoping
+/// is the precise form; the unscoped form is the older, broader one and stays valid).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Rule {
-    Jti { jti: String, exp: i64 },
-    Subject { sub: String, not_before: i64 },
+    Jti {
+        jti: String,
+        exp: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iss: Option<String>,
+    },
+    Subject {
+        sub: String,
+        not_before: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iss: Option<String>,
+    },
+}
+
+impl Rule {
+    pub fn issuer(&self) -> Option<&str> {
+        match self {
+            Rule::Jti { iss, .. } | Rule::Subject { iss, .. } => iss.as_deref(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,25 +73,36 @@ impl Entry {
         }
     }
 
-    /// A jti entry is useless once its token has expired; subject entries never lapse.
+    /// A jti entry is useless once its token can no longer pass; subject entries never lapse.
+    /// The gateway accepts a token until `exp` plus its provider's `clock_skew`, so the entry is
+    /// kept that much longer (by the largest skew the config allows), or a purge in that window
+    /// would let the revoked token back in.
     fn expired(&self, now: i64) -> bool {
-        matches!(self.rule, Rule::Jti { exp, .. } if exp < now)
+        matches!(self.rule, Rule::Jti { exp, .. } if exp.saturating_add(MAX_CLOCK_SKEW_SECS) < now)
     }
 }
 
 /// Why an admin request body is not a revocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidRule {
-    #[error("the body must be a JSON object {{\"jti\", \"exp\"}} or {{\"sub\", \"not_before\"}}")]
+    #[error("the body must be a JSON object {{\"jti\", \"exp\"}} or {{\"sub\", \"not_before\"}} (each with an optional \"iss\"), or {{\"token\"}}")]
     Shape,
-    #[error("jti and sub must be 1 to 1024 characters")]
+    #[error("jti, sub and iss must be 1 to 1024 characters, token a non-empty string")]
     Identifier,
     #[error("exp and not_before must be positive whole seconds since the epoch")]
     Time,
 }
 
-/// Parses exactly `{"jti": "...", "exp": N}` or `{"sub": "...", "not_before": N}`; nothing more.
-pub fn parse_rule(body: &[u8]) -> Result<Rule, InvalidRule> {
+/// An admin `POST /revocations` body: a rule as such, or a token to verify and revoke by `jti`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevocationRequest {
+    Rule(Rule),
+    Token(String),
+}
+
+/// Parses exactly `{"jti": "...", "exp": N}` or `{"sub": "...", "not_before": N}`, each with an
+/// optional `"iss": "..."`, or `{"token": "..."}`; nothing more.
+pub fn parse_request(body: &[u8]) -> Result<RevocationRequest, InvalidRule> {
     let value: Value = serde_json::from_slice(body).map_err(|_| InvalidRule::Shape)?;
     let obj = value.as_object().ok_or(InvalidRule::Shape)?;
     let text = |key: &str| -> Result<String, InvalidRule> {
@@ -84,21 +119,87 @@ pub fn parse_rule(body: &[u8]) -> Result<Rule, InvalidRule> {
             None => Err(InvalidRule::Shape),
         }
     };
-    if obj.len() != 2 {
+    if let Some(token) = obj.get("token") {
+        return match (token, obj.len()) {
+            (Value::String(t), 1) if !t.is_empty() => Ok(RevocationRequest::Token(t.clone())),
+            (_, 1) => Err(InvalidRule::Identifier),
+            _ => Err(InvalidRule::Shape),
+        };
+    }
+    let iss = obj.contains_key("iss").then(|| text("iss")).transpose()?;
+    if obj.len() != 2 + usize::from(iss.is_some()) {
         return Err(InvalidRule::Shape);
     }
-    if obj.contains_key("jti") {
-        Ok(Rule::Jti {
+    let rule = if obj.contains_key("jti") {
+        Rule::Jti {
             jti: text("jti")?,
             exp: time("exp")?,
-        })
+            iss,
+        }
     } else if obj.contains_key("sub") {
-        Ok(Rule::Subject {
+        Rule::Subject {
             sub: text("sub")?,
             not_before: time("not_before")?,
-        })
+            iss,
+        }
     } else {
-        Err(InvalidRule::Shape)
+        return Err(InvalidRule::Shape);
+    };
+    Ok(RevocationRequest::Rule(rule))
+}
+
+/// The rules kept under one `jti` or `sub`: the value of the unscoped rule, and per issuer that
+/// of scoped ones (usually none or one: a short vector beats a second map here).
+#[derive(Debug)]
+struct Scoped<T> {
+    any: Option<T>,
+    issuers: Vec<(String, T)>,
+}
+
+impl<T: Copy + Ord> Scoped<T> {
+    fn new() -> Scoped<T> {
+        Scoped {
+            any: None,
+            issuers: Vec::new(),
+        }
+    }
+
+    /// Several rules for the same key and scope merge into the widest (the latest time).
+    fn add(&mut self, iss: Option<&str>, value: T) {
+        let slot = match iss {
+            None => &mut self.any,
+            Some(iss) => match self.issuers.iter_mut().position(|(i, _)| i == iss) {
+                Some(at) => {
+                    let v = &mut self.issuers[at].1;
+                    *v = (*v).max(value);
+                    return;
+                }
+                None => {
+                    self.issuers.push((iss.to_string(), value));
+                    return;
+                }
+            },
+        };
+        *slot = Some(slot.map_or(value, |v| v.max(value)));
+    }
+
+    /// Whether a rule for every issuer, or for the token's own, satisfies `holds`. The token's
+    /// issuer is read only when a scoped rule exists for this key.
+    fn applies<'c>(
+        &self,
+        iss: impl FnOnce() -> Option<&'c str>,
+        holds: impl Fn(T) -> bool,
+    ) -> bool {
+        if self.any.is_some_and(&holds) {
+            return true;
+        }
+        if self.issuers.is_empty() {
+            return false;
+        }
+        let Some(iss) = iss() else {
+            return false;
+        };
+        self.issuers.iter().any(|(i, v)| i == iss && holds(*v))
     }
 }
 
@@ -106,24 +207,28 @@ pub fn parse_rule(body: &[u8]) -> Result<Rule, InvalidRule> {
 #[derive(Debug, Default)]
 pub struct RevocationList {
     entries: Vec<Entry>,
-    by_jti: HashMap<String, i64>,
-    by_sub: HashMap<String, i64>,
+    by_jti: HashMap<String, Scoped<i64>>,
+    by_sub: HashMap<String, Scoped<i64>>,
 }
 
 impl RevocationList {
     pub fn new(entries: Vec<Entry>) -> RevocationList {
-        let mut by_jti = HashMap::new();
-        let mut by_sub: HashMap<String, i64> = HashMap::new();
+        let mut by_jti: HashMap<String, Scoped<i64>> = HashMap::new();
+        let mut by_sub: HashMap<String, Scoped<i64>> = HashMap::new();
         for e in &entries {
             match &e.rule {
-                Rule::Jti { jti, exp } => {
-                    let slot = by_jti.entry(jti.clone()).or_insert(*exp);
-                    *slot = (*slot).max(*exp);
-                }
-                Rule::Subject { sub, not_before } => {
-                    let slot = by_sub.entry(sub.clone()).or_insert(*not_before);
-                    *slot = (*slot).max(*not_before);
-                }
+                Rule::Jti { jti, exp, iss } => by_jti
+                    .entry(jti.clone())
+                    .or_insert_with(Scoped::new)
+                    .add(iss.as_deref(), *exp),
+                Rule::Subject {
+                    sub,
+                    not_before,
+                    iss,
+                } => by_sub
+                    .entry(sub.clone())
+                    .or_insert_with(Scoped::new)
+                    .add(iss.as_deref(), *not_before),
             }
         }
         RevocationList {
@@ -145,21 +250,26 @@ impl RevocationList {
         self.entries.is_empty()
     }
 
-    /// A subject revocation covers tokens issued before `not_before`, and tokens without `iat`
-    /// (nothing proves they are newer).
+    /// A subject revocation covers tokens issued up to and including the second `not_before`
+    /// (so `--not-before "$(date +%s)"` also catches a token minted in that same second), and
+    /// tokens without `iat` (nothing proves they are newer). A scoped rule holds only when the
+    /// token's `iss` (already checked against its provider) equals the rule's.
     pub fn is_revoked(&self, claims: &VerifiedClaims) -> bool {
         if self.entries.is_empty() {
             return false;
         }
-        if claims
-            .jti
-            .as_ref()
-            .is_some_and(|jti| self.by_jti.contains_key(jti))
-        {
-            return true;
+        let iss = || claims.claims.get("iss").and_then(Value::as_str);
+        if let Some(scoped) = claims.jti.as_ref().and_then(|jti| self.by_jti.get(jti)) {
+            if scoped.applies(iss, |_| true) {
+                return true;
+            }
         }
         match claims.sub.as_ref().and_then(|sub| self.by_sub.get(sub)) {
-            Some(&not_before) => claims.iat.is_none_or(|iat| iat < not_before as f64),
+            Some(scoped) => scoped.applies(iss, |not_before| {
+                claims
+                    .iat
+                    .is_none_or(|iat| iat.floor() <= not_before as f64)
+            }),
             None => false,
         }
     }
@@ -333,11 +443,17 @@ impl Revocations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
+    use serde_json::{json, Map};
 
     fn claims(sub: &str, jti: Option<&str>, iat: Option<f64>) -> VerifiedClaims {
+        claims_from("https://a.example", sub, jti, iat)
+    }
+
+    fn claims_from(iss: &str, sub: &str, jti: Option<&str>, iat: Option<f64>) -> VerifiedClaims {
+        let mut map = Map::new();
+        map.insert("iss".into(), json!(iss));
         VerifiedClaims {
-            claims: Map::new(),
+            claims: map,
             exp: None,
             nbf: None,
             audiences: vec![],
@@ -347,21 +463,46 @@ mod tests {
         }
     }
 
+    fn rule(body: &str) -> Rule {
+        match parse_request(body.as_bytes()) {
+            Ok(RevocationRequest::Rule(rule)) => rule,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
     #[test]
     fn rules_parse_strictly() {
         assert_eq!(
-            parse_rule(br#"{"jti":"a","exp":5}"#),
-            Ok(Rule::Jti {
+            rule(r#"{"jti":"a","exp":5}"#),
+            Rule::Jti {
                 jti: "a".into(),
-                exp: 5
-            })
+                exp: 5,
+                iss: None
+            }
         );
         assert_eq!(
-            parse_rule(br#"{"sub":"u","not_before":7}"#),
-            Ok(Rule::Subject {
+            rule(r#"{"sub":"u","not_before":7}"#),
+            Rule::Subject {
                 sub: "u".into(),
-                not_before: 7
-            })
+                not_before: 7,
+                iss: None
+            }
+        );
+        assert_eq!(
+            rule(r#"{"sub":"u","iss":"https://i","not_before":7}"#),
+            Rule::Subject {
+                sub: "u".into(),
+                not_before: 7,
+                iss: Some("https://i".into())
+            }
+        );
+        assert_eq!(
+            rule(r#"{"jti":"a","exp":5,"iss":"https://i"}"#).issuer(),
+            Some("https://i")
+        );
+        assert_eq!(
+            parse_request(br#"{"token":"a.b.c"}"#),
+            Ok(RevocationRequest::Token("a.b.c".into()))
         );
         for bad in [
             &br#"{"jti":"a"}"#[..],
@@ -371,32 +512,96 @@ mod tests {
             br#"{"sub":"u","exp":5}"#,
             br#"{"jti":"a","exp":-1}"#,
             br#"{"jti":"a","exp":1.5}"#,
+            br#"{"jti":"a","iss":"i"}"#,
+            br#"{"jti":"a","exp":5,"iss":""}"#,
+            br#"{"jti":"a","exp":5,"iss":7}"#,
+            br#"{"sub":"u","not_before":5,"iss":"i","x":1}"#,
+            br#"{"iss":"i","exp":5}"#,
+            br#"{"token":""}"#,
+            br#"{"token":5}"#,
+            br#"{"token":"a.b.c","jti":"a"}"#,
             br#"[1]"#,
             b"not json",
         ] {
-            assert!(parse_rule(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_request(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn jti_and_subject_revocations_apply() {
         let list = RevocationList::new(vec![
-            Entry::new(Rule::Jti {
-                jti: "j1".into(),
-                exp: i64::MAX,
-            }),
-            Entry::new(Rule::Subject {
-                sub: "bob".into(),
-                not_before: 1000,
-            }),
+            Entry::new(rule(&format!(r#"{{"jti":"j1","exp":{}}}"#, i64::MAX))),
+            Entry::new(rule(r#"{"sub":"bob","not_before":1000}"#)),
         ]);
         assert!(list.is_revoked(&claims("alice", Some("j1"), Some(5.0))));
         assert!(!list.is_revoked(&claims("alice", Some("j2"), Some(5.0))));
         assert!(list.is_revoked(&claims("bob", None, Some(999.0))));
-        assert!(!list.is_revoked(&claims("bob", None, Some(1000.0))));
+        assert!(
+            list.is_revoked(&claims("bob", None, Some(1000.0))),
+            "issued in the not_before second itself"
+        );
+        assert!(
+            list.is_revoked(&claims("bob", None, Some(1000.9))),
+            "a fractional iat within that second"
+        );
+        assert!(!list.is_revoked(&claims("bob", None, Some(1001.0))));
         assert!(
             list.is_revoked(&claims("bob", None, None)),
             "no iat: cannot prove it is newer"
         );
+    }
+
+    #[test]
+    fn scoped_rules_hold_only_for_their_issuer() {
+        let list = RevocationList::new(vec![
+            Entry::new(rule(r#"{"sub":"bob","not_before":1000,"iss":"https://a"}"#)),
+            Entry::new(rule(r#"{"sub":"bob","not_before":500,"iss":"https://b"}"#)),
+            Entry::new(rule(r#"{"jti":"j1","exp":99999999999,"iss":"https://a"}"#)),
+        ]);
+        assert!(list.is_revoked(&claims_from("https://a", "bob", None, Some(900.0))));
+        assert!(!list.is_revoked(&claims_from("https://b", "bob", None, Some(900.0))));
+        assert!(list.is_revoked(&claims_from("https://b", "bob", None, Some(500.0))));
+        assert!(!list.is_revoked(&claims_from("https://c", "bob", None, Some(1.0))));
+        assert!(list.is_revoked(&claims_from("https://a", "al", Some("j1"), Some(1.0))));
+        assert!(!list.is_revoked(&claims_from("https://b", "al", Some("j1"), Some(1.0))));
+
+        // An unscoped rule next to scoped ones still holds for every issuer.
+        let list = list.with(Entry::new(rule(r#"{"sub":"bob","not_before":700}"#)));
+        assert!(list.is_revoked(&claims_from("https://c", "bob", None, Some(700.0))));
+        assert!(!list.is_revoked(&claims_from("https://c", "bob", None, Some(701.0))));
+        assert!(list.is_revoked(&claims_from("https://a", "bob", None, Some(1000.0))));
+    }
+
+    #[test]
+    fn jti_entries_outlive_exp_by_the_largest_clock_skew() {
+        let entry = Entry::new(rule(r#"{"jti":"j","exp":1000}"#));
+        assert!(
+            !entry.expired(1000 + MAX_CLOCK_SKEW_SECS),
+            "still acceptable with skew"
+        );
+        assert!(entry.expired(1001 + MAX_CLOCK_SKEW_SECS));
+        let far = Entry::new(rule(&format!(r#"{{"jti":"j","exp":{}}}"#, i64::MAX)));
+        assert!(!far.expired(i64::MAX), "no overflow");
+        let subject = Entry::new(rule(r#"{"sub":"s","not_before":1}"#));
+        assert!(!subject.expired(i64::MAX));
+    }
+
+    #[test]
+    fn entries_without_iss_still_load_and_scoped_ones_round_trip() {
+        let old: Entry =
+            serde_json::from_str(r#"{"id":"x","sub":"bob","not_before":5,"created_at":1}"#)
+                .expect("an entry written before iss existed");
+        assert_eq!(old.rule.issuer(), None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("iss"));
+        let old: Entry =
+            serde_json::from_str(r#"{"id":"y","jti":"j","exp":5,"created_at":1}"#).unwrap();
+        assert!(matches!(old.rule, Rule::Jti { .. }));
+        let scoped = Entry::new(rule(r#"{"sub":"bob","not_before":5,"iss":"https://a"}"#));
+        let text = serde_json::to_string(&scoped).unwrap();
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), scoped);
     }
 }
