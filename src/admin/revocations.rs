@@ -9,10 +9,11 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::json;
+use crate::auth::bearer::Credential;
 use crate::auth::revocation::{
     parse_request, InvalidRule, RevocationError, RevocationRequest, Rule, MAX_ID_LEN,
 };
-use crate::auth::verify::verify_token;
+use crate::auth::verify::{verify_token, Unverified};
 use crate::denial::Reason;
 use crate::gateway::Gateway;
 
@@ -143,14 +144,15 @@ async fn rule_from_token(gateway: &Gateway, token: &str) -> Result<Rule, Refused
     if token.len() > snapshot.config.server.limits.max_token_bytes {
         return Err(Refused::Invalid("the token is longer than max_token_bytes"));
     }
-    let entry = match verify_token(token, &snapshot.providers, &gateway.cache).await {
+    let credential = Credential::from_token(token);
+    let entry = match verify_token(&credential, &snapshot.providers, &gateway.cache).await {
         Ok((entry, _)) => entry,
-        Err(Reason::Expired) => {
+        Err(Unverified::Token(Reason::Expired)) => {
             return Err(Refused::Invalid(
                 "the token has expired: the gateway refuses it already; nothing was stored",
             ))
         }
-        Err(Reason::KeysUnavailable) => return Err(Refused::KeysUnavailable),
+        Err(Unverified::Token(Reason::KeysUnavailable)) => return Err(Refused::KeysUnavailable),
         Err(_) => {
             return Err(Refused::Invalid(
                 "the token does not verify against any configured provider",

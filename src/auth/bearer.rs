@@ -8,7 +8,7 @@
 use std::fmt;
 
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 
 /// What the Authorization header(s) of a request yield.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,11 +69,21 @@ pub fn extract_bearer(
 /// that passed [`Credential::checked`] before, and scans only on a miss.
 #[derive(Clone, Copy, Debug)]
 pub struct Credential<'a> {
-    value: &'a HeaderValue,
+    /// The whole header value it came from, to tell a non-ASCII header from a malformed one.
+    value: &'a [u8],
     token: &'a [u8],
 }
 
 impl<'a> Credential<'a> {
+    /// A token that arrived outside an `Authorization` header (the admin API's `{"token"}`).
+    #[must_use]
+    pub fn from_token(token: &'a str) -> Credential<'a> {
+        Credential {
+            value: token.as_bytes(),
+            token: token.as_bytes(),
+        }
+    }
+
     /// The token as sent; not yet known to be a b64token.
     #[must_use]
     pub fn bytes(&self) -> &'a [u8] {
@@ -115,16 +125,23 @@ pub fn credential(
     // A well-formed bearer credential is visible ASCII by construction, so the ASCII check runs
     // only when the value is about to be refused or passed over: one scan of the token, not two.
     match bearer_token(value.as_bytes(), max_token_bytes) {
-        Ok(Some(token)) => Ok(Some(Credential { value, token })),
+        Ok(Some(token)) => Ok(Some(Credential {
+            value: value.as_bytes(),
+            token,
+        })),
         Ok(None) if value.to_str().is_ok() => Ok(None),
         Ok(None) => Err(BadAuthorization::NotAscii),
-        Err(bad) => Err(refusal(value, bad)),
+        Err(bad) => Err(refusal(value.as_bytes(), bad)),
     }
 }
 
 /// A refused value that is not even visible ASCII is reported as such, whatever else is wrong.
-fn refusal(value: &HeaderValue, bad: BadAuthorization) -> BadAuthorization {
-    if value.to_str().is_err() {
+fn refusal(value: &[u8], bad: BadAuthorization) -> BadAuthorization {
+    // What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
         BadAuthorization::NotAscii
     } else {
         bad
@@ -191,6 +208,7 @@ fn is_b64token_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use proptest::prelude::*;
 
     const MAX: usize = 64;
