@@ -1,6 +1,8 @@
 //! Turns the YAML document into a checked `Config`, collecting every error with its path. One
 //! file per section; this one walks the top level and holds what several sections share.
 
+#[cfg(test)]
+mod error_table;
 mod providers;
 mod routes;
 mod sections;
