@@ -201,6 +201,11 @@ const ERRORS: &[Case] = &[
         &["providers[0].algorithms: is required: list the algorithms this issuer signs with, e.g. [RS256]"],
     ),
     (
+        "providers: algorithms required",
+        &["providers[0].algorithms:"],
+        &["providers[0].algorithms: is required: list the algorithms this issuer signs with, e.g. [RS256]"],
+    ),
+    (
         "providers: no algorithm",
         &["providers[0].algorithms: []"],
         &["providers[0].algorithms: must name at least one algorithm"],
@@ -241,6 +246,11 @@ const ERRORS: &[Case] = &[
         &["providers[0].algorithms: HS256/HS384/HS512 need shared_secret_env"],
     ),
     (
+        "providers: HMAC without a secret",
+        &["providers[0].algorithms: [HS256]", "providers[0].shared_secret_env:"],
+        &["providers[0].algorithms: HS256/HS384/HS512 need shared_secret_env"],
+    ),
+    (
         "providers: secret without HMAC",
         &["providers[0].shared_secret_env: JWTGW_ERROR_TABLE_LONG"],
         &["providers[0].shared_secret_env: is set but algorithms lists no HS256/HS384/HS512"],
@@ -253,6 +263,11 @@ const ERRORS: &[Case] = &[
     (
         "providers: jwks_url required",
         &["-providers[0].jwks_url"],
+        &["providers[0].jwks_url: is required for RS/PS/ES/EdDSA algorithms (or set discovery: true)"],
+    ),
+    (
+        "providers: jwks_url required",
+        &["providers[0].jwks_url:"],
         &["providers[0].jwks_url: is required for RS/PS/ES/EdDSA algorithms (or set discovery: true)"],
     ),
     (

@@ -54,7 +54,7 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
     let algorithms_path = f.path_of("algorithms");
     let mut algorithms = Vec::new();
     match f.strings("algorithms", errors) {
-        None if !f.has("algorithms") => errors.push(
+        None if !f.has_non_null("algorithms") => errors.push(
             &algorithms_path,
             "is required: list the algorithms this issuer signs with, e.g. [RS256]",
         ),
@@ -105,10 +105,10 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
     });
     let has_hmac = algorithms.iter().any(|a| a.is_hmac());
     let has_public = algorithms.iter().any(|a| !a.is_hmac());
-    if has_hmac && shared_secret.is_none() && !f.has("shared_secret_env") {
+    if has_hmac && shared_secret.is_none() && !f.has_non_null("shared_secret_env") {
         errors.push(&algorithms_path, "HS256/HS384/HS512 need shared_secret_env");
     }
-    if !has_hmac && f.has("shared_secret_env") {
+    if !has_hmac && f.has_non_null("shared_secret_env") {
         errors.push(
             &secret_path,
             "is set but algorithms lists no HS256/HS384/HS512",
@@ -132,7 +132,7 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
         }
         (None, _, _) => None,
     };
-    if has_public && keys.is_none() && !f.has("jwks_url") && !discovery {
+    if has_public && keys.is_none() && !f.has_non_null("jwks_url") && !discovery {
         errors.push(
             &jwks_url_path,
             "is required for RS/PS/ES/EdDSA algorithms (or set discovery: true)",
