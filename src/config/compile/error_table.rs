@@ -330,6 +330,11 @@ const ERRORS: &[Case] = &[
         &["routes: is required: at least one route"],
     ),
     (
+        "routes: routes required",
+        &["routes:"],
+        &["routes: is required: at least one route"],
+    ),
+    (
         "routes: no route",
         &["routes: []"],
         &["routes: must list at least one route"],
@@ -637,6 +642,11 @@ const ERRORS: &[Case] = &[
         "yaml: not a list",
         &["providers[0].audiences: api"],
         &["providers[0].audiences: must be a list, found a string"],
+    ),
+    (
+        "yaml: not a list",
+        &["routes: {name: r}"],
+        &["routes: must be a list, found a map"],
     ),
     (
         "yaml: data key not a string",

@@ -39,7 +39,10 @@ pub(super) fn routes(
     warnings: &mut Errors,
 ) -> Vec<RouteConfig> {
     let Some(items) = root.list("routes", errors) else {
-        errors.push("routes", "is required: at least one route");
+        // A `routes:` of the wrong type has its error already; only a missing one is "required".
+        if !root.has_non_null("routes") {
+            errors.push("routes", "is required: at least one route");
+        }
         return Vec::new();
     };
     if items.is_empty() {
