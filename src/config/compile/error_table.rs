@@ -473,6 +473,16 @@ const ERRORS: &[Case] = &[
         &["routes[0].auth.providers[1]: no provider named \"crop\""],
     ),
     (
+        "providers: key URL must be https",
+        &["providers[0].jwks_url: \"http://idp.test/certs\"", "routes[0].auth: {providers: [corp]}"],
+        &["providers[0].jwks_url: must be https (keys fetched over plain HTTP can be forged in transit); allow_insecure_jwks_http: true is for loopback testing only"],
+    ),
+    (
+        "providers: empty issuer",
+        &["providers[0].issuer: \"\"", "routes[0].auth: {audience: api}"],
+        &["providers[0].issuer: must not be empty"],
+    ),
+    (
         "routes: no provider",
         &["routes[0].auth: {providers: []}"],
         &["routes[0].auth.providers: no provider can authenticate this route; define one under providers"],

@@ -64,7 +64,7 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
                 token_cache,
                 log,
                 admin,
-                providers: providers.into_iter().map(Arc::new).collect(),
+                providers: providers.compiled.into_iter().map(Arc::new).collect(),
                 routes,
                 revocation,
                 warnings: warnings.0,
