@@ -116,7 +116,8 @@ impl<'a> Fields<'a> {
         found
     }
 
-    fn has_non_null(&self, key: &str) -> bool {
+    /// Whether `key` holds a value; unlike `has`, an empty `key:` (null) does not count.
+    pub fn has_non_null(&self, key: &str) -> bool {
         self.map
             .and_then(|m| m.get(key))
             .is_some_and(|v| !v.is_null())

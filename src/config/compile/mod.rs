@@ -1,6 +1,8 @@
 //! Turns the YAML document into a checked `Config`, collecting every error with its path. One
 //! file per section; this one walks the top level and holds what several sections share.
 
+#[cfg(test)]
+mod error_table;
 mod providers;
 mod routes;
 mod sections;
@@ -62,7 +64,7 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
                 token_cache,
                 log,
                 admin,
-                providers: providers.into_iter().map(Arc::new).collect(),
+                providers: providers.compiled.into_iter().map(Arc::new).collect(),
                 routes,
                 revocation,
                 warnings: warnings.0,

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_yaml::Value;
+
 use super::{check_name, claim_path, read_env_secret};
 use crate::algorithm::Algorithm;
 use crate::claims::ClaimPath;
@@ -11,27 +13,45 @@ use crate::config::*;
 /// Shortest key an HMAC provider may use: the contract's floor, raised by RFC 7518 3.2 to the
 /// hash size of the strongest HS algorithm listed (48 bytes for HS384, 64 for HS512).
 const MIN_SHARED_SECRET_BYTES: usize = 32;
-pub(super) fn providers(root: &mut Fields, errors: &mut Errors) -> Vec<ProviderConfig> {
+
+/// What `providers:` compiled to. `broken` names the providers that have errors of their own, so
+/// a route naming one is not also told that no such provider exists.
+#[derive(Default)]
+pub(super) struct Providers {
+    pub compiled: Vec<ProviderConfig>,
+    pub broken: Vec<String>,
+}
+
+pub(super) fn providers(root: &mut Fields, errors: &mut Errors) -> Providers {
     let Some(items) = root.list("providers", errors) else {
-        return Vec::new();
+        return Providers::default();
     };
     let mut out: Vec<ProviderConfig> = Vec::new();
+    let mut broken = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = index("providers", i);
-        if let Some(p) = provider(&mut Fields::of(Some(item), path.clone(), errors), errors) {
-            if out.iter().any(|o| o.name == p.name) {
-                errors.push(
-                    &format!("{path}.name"),
-                    format!("duplicate provider name {:?}", p.name),
-                );
-            }
-            if out.iter().any(|o| o.issuer == p.issuer) {
-                errors.push(&format!("{path}.issuer"), "another provider already has this issuer; tokens choose their provider by `iss`");
-            }
-            out.push(p);
+        let Some(p) = provider(&mut Fields::of(Some(item), path.clone(), errors), errors) else {
+            broken.extend(item.get("name").and_then(Value::as_str).map(str::to_string));
+            continue;
+        };
+        if out.iter().any(|o| o.name == p.name) {
+            errors.push(
+                &format!("{path}.name"),
+                format!("duplicate provider name {:?}", p.name),
+            );
         }
+        if out.iter().any(|o| o.issuer == p.issuer) {
+            errors.push(
+                &format!("{path}.issuer"),
+                "another provider already has this issuer; tokens choose their provider by `iss`",
+            );
+        }
+        out.push(p);
     }
-    out
+    Providers {
+        compiled: out,
+        broken,
+    }
 }
 
 fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
@@ -54,7 +74,7 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
     let algorithms_path = f.path_of("algorithms");
     let mut algorithms = Vec::new();
     match f.strings("algorithms", errors) {
-        None if !f.has("algorithms") => errors.push(
+        None if !f.has_non_null("algorithms") => errors.push(
             &algorithms_path,
             "is required: list the algorithms this issuer signs with, e.g. [RS256]",
         ),
@@ -105,10 +125,10 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
     });
     let has_hmac = algorithms.iter().any(|a| a.is_hmac());
     let has_public = algorithms.iter().any(|a| !a.is_hmac());
-    if has_hmac && shared_secret.is_none() && !f.has("shared_secret_env") {
+    if has_hmac && shared_secret.is_none() && !f.has_non_null("shared_secret_env") {
         errors.push(&algorithms_path, "HS256/HS384/HS512 need shared_secret_env");
     }
-    if !has_hmac && f.has("shared_secret_env") {
+    if !has_hmac && f.has_non_null("shared_secret_env") {
         errors.push(
             &secret_path,
             "is set but algorithms lists no HS256/HS384/HS512",
@@ -132,7 +152,7 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
         }
         (None, _, _) => None,
     };
-    if has_public && keys.is_none() && !f.has("jwks_url") && !discovery {
+    if has_public && keys.is_none() && !f.has_non_null("jwks_url") && !discovery {
         errors.push(
             &jwks_url_path,
             "is required for RS/PS/ES/EdDSA algorithms (or set discovery: true)",

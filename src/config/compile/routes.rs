@@ -6,6 +6,7 @@ use http::header::HeaderName;
 use http::{Method, Uri};
 use serde_yaml::Value;
 
+use super::providers::Providers;
 use super::{check_name, claim_path};
 use crate::config::yaml::{describe, index, Errors, Fields};
 use crate::config::*;
@@ -34,12 +35,15 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 pub(super) fn routes(
     root: &mut Fields,
-    providers: &[ProviderConfig],
+    providers: &Providers,
     errors: &mut Errors,
     warnings: &mut Errors,
 ) -> Vec<RouteConfig> {
     let Some(items) = root.list("routes", errors) else {
-        errors.push("routes", "is required: at least one route");
+        // A `routes:` of the wrong type has its error already; only a missing one is "required".
+        if !root.has_non_null("routes") {
+            errors.push("routes", "is required: at least one route");
+        }
         return Vec::new();
     };
     if items.is_empty() {
@@ -100,7 +104,7 @@ fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
 
 fn route(
     f: &mut Fields,
-    providers: &[ProviderConfig],
+    providers: &Providers,
     errors: &mut Errors,
     warnings: &mut Errors,
 ) -> Option<RouteConfig> {
@@ -282,7 +286,7 @@ fn upstream(text: &str, path: &str, errors: &mut Errors) -> Option<Upstream> {
 
 fn route_auth(
     f: &mut Fields,
-    providers: &[ProviderConfig],
+    providers: &Providers,
     errors: &mut Errors,
     warnings: &mut Errors,
 ) -> Option<RouteAuth> {
@@ -316,17 +320,27 @@ fn route_auth(
 
 fn protected_auth(
     f: &mut Fields,
-    providers: &[ProviderConfig],
+    providers: &Providers,
     errors: &mut Errors,
     warnings: &mut Errors,
 ) -> Option<ProtectedAuth> {
     let before = errors.0.len();
+    let Providers {
+        compiled: providers,
+        broken,
+    } = providers;
+    // A broken provider already has its errors; the route adds none for it.
+    let mut names_broken = false;
     let chosen: Vec<usize> = match f.strings("providers", errors) {
         Some(names) => names
             .into_iter()
             .filter_map(
                 |(name, path)| match providers.iter().position(|p| p.name == name) {
                     Some(i) => Some(i),
+                    None if broken.contains(&name) => {
+                        names_broken = true;
+                        None
+                    }
                     None => {
                         errors.push(&path, format!("no provider named {name:?}"));
                         None
@@ -335,6 +349,7 @@ fn protected_auth(
             )
             .collect(),
         None => {
+            names_broken = !broken.is_empty();
             if providers.len() > 1 {
                 warnings.push(
                     &f.path_of("providers"),
@@ -344,7 +359,7 @@ fn protected_auth(
             (0..providers.len()).collect()
         }
     };
-    if chosen.is_empty() && errors.0.len() == before {
+    if chosen.is_empty() && errors.0.len() == before && !names_broken {
         errors.push(
             &f.path_of("providers"),
             "no provider can authenticate this route; define one under providers",
