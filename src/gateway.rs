@@ -1,10 +1,9 @@
-//! The running gateway: one `Snapshot` of compiled config behind an `ArcSwap`, plus what outlives
-//! a reload (metrics, the verified-token cache, the upstream pool, the JWKS client).
+//! The running gateway's lifecycle: one `Snapshot` of compiled config behind an `ArcSwap`, swapped
+//! whole on reload, plus what outlives a reload (metrics, the verified-token cache, the upstream pool, the JWKS client).
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::header::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -13,24 +12,11 @@ use crate::auth::cache::VerifiedCache;
 use crate::auth::keyset::ProviderKeys;
 use crate::auth::revocation::{RevocationError, Revocations};
 use crate::auth::throttle::FailureThrottle;
-use crate::config::{Config, RouteAuth};
-use crate::metrics::{Metrics, RouteMetrics};
-use crate::proxy::route::{Route, RouteTable};
-use crate::proxy::upstream::{upstream_tls, UpstreamClient};
-use crate::server::tls::{self, TlsError};
-
-/// Everything a request reads, built together from one config so a reload never mixes two.
-pub struct Snapshot {
-    pub config: Arc<Config>,
-    pub routes: RouteTable,
-    pub providers: Vec<Arc<ProviderKeys>>,
-    /// Every header name any route may inject: removed from every incoming request.
-    pub injected_headers: Vec<HeaderName>,
-    /// Metrics of requests refused before a route matched.
-    pub unrouted: RouteMetrics,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub hsts: Option<HeaderValue>,
-}
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::snapshot::{self, Snapshot};
+use crate::tls::TlsError;
+use crate::upstream::{upstream_tls, UpstreamClient};
 
 /// Options for embedding the gateway (tests, the demo); production uses the defaults.
 #[derive(Clone, Debug, Default)]
@@ -90,7 +76,7 @@ impl Gateway {
             UpstreamClient::new(config.server.limits.upstream_connect_timeout, upstream_tls);
         let cache = VerifiedCache::new(config.token_cache.max_entries);
         let revocations = Arc::new(Revocations::open(&config.revocation, metrics.clone())?);
-        let snapshot = build_snapshot(config, &metrics, &jwks_http, None)?;
+        let snapshot = snapshot::build(config, &metrics, &jwks_http, None)?;
         Ok(Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -137,7 +123,7 @@ impl Gateway {
         if config.revocation != previous.config.revocation {
             tracing::warn!("the revocation section changed; it takes effect at the next restart");
         }
-        let next = build_snapshot(config, &self.metrics, &self.jwks_http, Some(&previous))?;
+        let next = snapshot::build(config, &self.metrics, &self.jwks_http, Some(&previous))?;
         let mut bg = self.background.lock().await;
         let kept: Vec<Arc<ProviderKeys>> = next.providers.clone();
         bg.refreshers.retain(|(p, token)| {
@@ -161,70 +147,4 @@ fn spawn_refresher(bg: &mut Background, provider: Arc<ProviderKeys>) {
     let token = bg.stop.child_token();
     bg.refreshers.push((provider.clone(), token.clone()));
     bg.tasks.spawn(provider.run_refresher(token));
-}
-
-fn build_snapshot(
-    config: Config,
-    metrics: &Metrics,
-    jwks_http: &reqwest::Client,
-    previous: Option<&Snapshot>,
-) -> Result<Snapshot, BuildError> {
-    let providers: Vec<Arc<ProviderKeys>> = config
-        .providers
-        .iter()
-        .map(|pc| {
-            let unchanged = previous.and_then(|s| s.providers.iter().find(|p| *p.config == **pc));
-            match unchanged {
-                Some(p) => p.clone(),
-                None => Arc::new(ProviderKeys::new(
-                    pc.clone(),
-                    jwks_http.clone(),
-                    metrics.provider(&pc.name),
-                )),
-            }
-        })
-        .collect();
-    let routes = config
-        .routes
-        .iter()
-        .map(|rc| Route {
-            providers: match &rc.auth {
-                RouteAuth::Anonymous => Vec::new(),
-                RouteAuth::Protected(auth) => auth
-                    .providers
-                    .iter()
-                    .map(|&i| providers[i].clone())
-                    .collect(),
-            },
-            metrics: metrics.route(&rc.name),
-            config: rc.clone(),
-        })
-        .collect();
-    let mut injected_headers: Vec<HeaderName> = Vec::new();
-    for route in &config.routes {
-        for ch in &route.forward_claims {
-            if !injected_headers.contains(&ch.header) {
-                injected_headers.push(ch.header.clone());
-            }
-        }
-    }
-    let (tls, hsts) = match &config.server.tls {
-        Some(t) => (
-            Some(tls::acceptor(t)?),
-            t.hsts_max_age.map(|age| {
-                HeaderValue::from_str(&format!("max-age={}", age.as_secs()))
-                    .unwrap_or(HeaderValue::from_static("max-age=31536000"))
-            }),
-        ),
-        None => (None, None),
-    };
-    Ok(Snapshot {
-        routes: RouteTable::new(routes),
-        providers,
-        injected_headers,
-        unrouted: metrics.route("none"),
-        tls,
-        hsts,
-        config: Arc::new(config),
-    })
 }

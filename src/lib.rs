@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod algorithm;
 pub mod auth;
+pub mod body;
 pub mod claims;
 pub mod cli;
 pub mod config;
@@ -15,10 +16,14 @@ pub mod denial;
 pub mod gateway;
 pub mod logging;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod reload;
 pub mod rules;
 pub mod server;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;
 
 pub use gateway::{Gateway, GatewayOptions};
 pub use server::listener::{serve, Listeners, DRAIN_DEADLINE};

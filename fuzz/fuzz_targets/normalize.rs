@@ -2,7 +2,7 @@
 //! carries none of the shapes normalization exists to remove.
 #![no_main]
 
-use jwt_gateway::proxy::normalize::normalize_path;
+use jwt_gateway::path::normalize_path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|raw: &str| {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::CliError;
 use crate::config::{self, Config, ConfigError, LoadError, RouteAuth};
-use crate::server::tls::{self, TlsError};
+use crate::tls::{self, TlsError};
 
 pub fn check(config_path: &Path) -> Result<(), CliError> {
     let config = config::load(config_path)?;

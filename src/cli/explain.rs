@@ -18,8 +18,8 @@ use crate::claims;
 use crate::config::{self, Config, RouteAuth, TokenForwarding};
 use crate::denial::{Denial, Reason};
 use crate::metrics::Metrics;
-use crate::proxy::normalize::normalize_path;
-use crate::proxy::route::{request_host, Route, RouteTable};
+use crate::path::normalize_path;
+use crate::snapshot::{request_host, Route, RouteTable};
 
 pub fn explain(config_path: &Path, request: &str, token: Option<&str>) -> Result<(), CliError> {
     let config = config::load(config_path)?;

@@ -1,10 +1,6 @@
 //! The request path from a parsed HTTP request to an upstream response: normalize, route,
 //! authenticate, authorize, rewrite, forward. `pipeline` holds the order and its reasons.
 
-pub mod body;
 pub mod headers;
-pub mod normalize;
 pub mod pipeline;
-pub mod route;
 pub mod shape;
-pub mod upstream;

@@ -30,22 +30,22 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::body::{LimitedBody, ResponseBody};
 use super::headers::{self, X_REQUEST_ID};
-use super::normalize::normalize_path;
-use super::route::{request_host, Route};
 use super::shape::check_shape;
-use super::upstream::UpstreamError;
 use crate::auth::bearer;
 use crate::auth::cache::CachedToken;
 use crate::auth::rules;
 use crate::auth::throttle::client_ip;
 use crate::auth::verify::{self, Unverified};
+use crate::body::{LimitedBody, ResponseBody};
 use crate::claims;
 use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding};
 use crate::denial::{Denial, Reason};
-use crate::gateway::{Gateway, Snapshot};
+use crate::gateway::Gateway;
 use crate::metrics::UpstreamErrorKind;
+use crate::path::normalize_path;
+use crate::snapshot::{request_host, Route, Snapshot};
+use crate::upstream::UpstreamError;
 
 /// What the connection tells the request about itself.
 #[derive(Clone, Copy, Debug)]

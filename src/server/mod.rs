@@ -3,4 +3,3 @@
 
 pub mod listener;
 pub mod preface;
-pub mod tls;

@@ -99,7 +99,7 @@ fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
     };
     host_covers
         && methods_cover
-        && crate::proxy::normalize::prefix_matches(&later.path_prefix, &earlier.path_prefix)
+        && crate::path::prefix_matches(&later.path_prefix, &earlier.path_prefix)
 }
 
 fn route(
@@ -166,7 +166,7 @@ fn route(
     let strip_prefix = f.string("strip_prefix", errors);
     if let Some(s) = &strip_prefix {
         check_prefix(s, &strip_path, errors);
-        if !crate::proxy::normalize::prefix_matches(&path_prefix, s) {
+        if !crate::path::prefix_matches(&path_prefix, s) {
             errors.push(&strip_path, "must be a prefix of match.path_prefix, or some matched paths could not be stripped");
         }
     }
@@ -195,7 +195,7 @@ fn check_prefix(prefix: &str, path: &str, errors: &mut Errors) {
         errors.push(path, "must start with '/'");
         return;
     }
-    match crate::proxy::normalize::normalize_path(prefix) {
+    match crate::path::normalize_path(prefix) {
         Ok(n) if n == prefix => {}
         Ok(n) => errors.push(
             path,

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::normalize::prefix_matches;
 use crate::auth::keyset::ProviderKeys;
 use crate::config::{RouteAuth, RouteConfig};
 use crate::metrics::RouteMetrics;
+use crate::path::prefix_matches;
 
 /// A route with everything the request path needs resolved: provider handles, metric handles.
 pub struct Route {

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{BodyTooLarge, LimitedBody};
+use crate::body::{BodyTooLarge, LimitedBody};
 use crate::metrics::UpstreamErrorKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

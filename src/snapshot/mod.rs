@@ -1,0 +1,97 @@
+//! The compiled state a request reads: routes with their providers and metric handles, the
+//! header names the gateway owns, the TLS acceptor. Built whole from one `Config`; the lifecycle
+//! that swaps snapshots on reload lives in `gateway`.
+
+mod routes;
+
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+
+use crate::auth::keyset::ProviderKeys;
+use crate::config::{Config, RouteAuth};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::tls::{self, TlsError};
+
+pub use routes::{request_host, Route, RouteTable};
+
+/// Everything a request reads, built together from one config so a reload never mixes two.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub providers: Vec<Arc<ProviderKeys>>,
+    /// Every header name any route may inject: removed from every incoming request.
+    pub injected_headers: Vec<HeaderName>,
+    /// Metrics of requests refused before a route matched.
+    pub unrouted: RouteMetrics,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub hsts: Option<HeaderValue>,
+}
+
+/// Compiles `config` into a snapshot. Providers whose settings equal one of `previous`'s are
+/// carried over (with their keys, and so their cached tokens); the others start without keys.
+pub fn build(
+    config: Config,
+    metrics: &Metrics,
+    jwks_http: &reqwest::Client,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, TlsError> {
+    let providers: Vec<Arc<ProviderKeys>> = config
+        .providers
+        .iter()
+        .map(|pc| {
+            let unchanged = previous.and_then(|s| s.providers.iter().find(|p| *p.config == **pc));
+            match unchanged {
+                Some(p) => p.clone(),
+                None => Arc::new(ProviderKeys::new(
+                    pc.clone(),
+                    jwks_http.clone(),
+                    metrics.provider(&pc.name),
+                )),
+            }
+        })
+        .collect();
+    let routes = config
+        .routes
+        .iter()
+        .map(|rc| Route {
+            providers: match &rc.auth {
+                RouteAuth::Anonymous => Vec::new(),
+                RouteAuth::Protected(auth) => auth
+                    .providers
+                    .iter()
+                    .map(|&i| providers[i].clone())
+                    .collect(),
+            },
+            metrics: metrics.route(&rc.name),
+            config: rc.clone(),
+        })
+        .collect();
+    let mut injected_headers: Vec<HeaderName> = Vec::new();
+    for route in &config.routes {
+        for ch in &route.forward_claims {
+            if !injected_headers.contains(&ch.header) {
+                injected_headers.push(ch.header.clone());
+            }
+        }
+    }
+    let (tls, hsts) = match &config.server.tls {
+        Some(t) => (
+            Some(tls::acceptor(t)?),
+            t.hsts_max_age.map(|age| {
+                HeaderValue::from_str(&format!("max-age={}", age.as_secs()))
+                    .unwrap_or(HeaderValue::from_static("max-age=31536000"))
+            }),
+        ),
+        None => (None, None),
+    };
+    Ok(Snapshot {
+        routes: RouteTable::new(routes),
+        providers,
+        injected_headers,
+        unrouted: metrics.route("none"),
+        tls,
+        hsts,
+        config: Arc::new(config),
+    })
+}
