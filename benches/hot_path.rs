@@ -24,7 +24,7 @@ use jwt_gateway::auth::token::{self, unix_now};
 use jwt_gateway::auth::Algorithm;
 use jwt_gateway::claims::{header_value, ClaimPath};
 use jwt_gateway::config::{compile_str, ProviderConfig};
-use jwt_gateway::proxy::pipeline::{prepare, ConnInfo, RequestCtx};
+use jwt_gateway::proxy::pipeline::{judge, rewrite_request, ConnInfo, RequestCtx, RequestView};
 use jwt_gateway::{Gateway, GatewayOptions};
 use serde_json::{json, Value};
 
@@ -422,7 +422,13 @@ fn cached_paths(c: &mut Criterion) {
                     http::HeaderValue::from_static("bench-id"),
                     parts.method.clone(),
                 );
-                ready(prepare(&gateway, &mut ctx, &mut parts)).expect("allowed")
+                // What `handle` runs before forwarding: every stage, then the upstream head.
+                let verdict =
+                    ready(judge(&gateway, &mut ctx, RequestView::of(&parts))).expect("allowed");
+                let snapshot = ctx.snapshot.clone();
+                let route = &snapshot.routes.routes()[verdict.route];
+                rewrite_request(&ctx, route, verdict, &mut parts, false).expect("rewritten");
+                parts
             })
         });
     }
@@ -460,17 +466,16 @@ fn route_matching(c: &mut Criterion) {
         let last_svc = format!("/svc{}/items/7", n.saturating_sub(2));
         group.bench_function(format!("{n}_routes"), |b| {
             b.iter(|| {
-                let a = snapshot.routes.match_route_index(
+                let a = snapshot.routes.match_route(
                     "api.example.com",
                     &method,
                     black_box("/api/orders/7"),
                 );
-                let z = snapshot.routes.match_route_index(
-                    "api.example.com",
-                    &method,
-                    black_box(&last_svc),
-                );
-                let miss = snapshot.routes.match_route_index(
+                let z =
+                    snapshot
+                        .routes
+                        .match_route("api.example.com", &method, black_box(&last_svc));
+                let miss = snapshot.routes.match_route(
                     "api.example.com",
                     &method,
                     black_box("/nowhere/x"),

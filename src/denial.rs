@@ -103,6 +103,12 @@ pub enum BadRequest {
     MissingHost,
     /// A transfer coding other than `chunked` (RFC 9112 6.1 asks for 501).
     TransferCoding,
+    /// A `Host` (or `:authority`, or absolute-form target) that is not a host and port.
+    InvalidHost,
+    /// HTTP/2 `:authority` and `Host` name different hosts (RFC 9113 8.3.1).
+    ConflictingHost,
+    /// A header name with `_` under `headers_with_underscores: reject`.
+    UnderscoreHeader,
 }
 
 /// Everything a denial says, as compile-time text.
@@ -163,6 +169,8 @@ pub enum Denial {
     BadRequest(BadRequest),
     NoRoute,
     UnsafePath,
+    /// The path matched one route as written and a protected other one once case-folded.
+    CaseConflict,
     /// Two Authorization headers, a malformed one, or a token over `max_token_bytes`.
     BadAuthorization,
     NoToken,
@@ -189,6 +197,7 @@ impl Denial {
             Denial::NoRoute => StatusCode::NOT_FOUND,
             Denial::BadRequest(_)
             | Denial::UnsafePath
+            | Denial::CaseConflict
             | Denial::BadAuthorization
             | Denial::MalformedBody => StatusCode::BAD_REQUEST,
             Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -213,6 +222,7 @@ impl Denial {
             Denial::BadRequest(_)
             | Denial::NoRoute
             | Denial::UnsafePath
+            | Denial::CaseConflict
             | Denial::RateLimited { .. }
             | Denial::HeadersTooLarge
             | Denial::BodyTooLarge
@@ -240,10 +250,25 @@ impl Denial {
                 "invalid_request",
                 "only the chunked transfer coding is supported"
             ),
+            Denial::BadRequest(BadRequest::InvalidHost) => {
+                text!("invalid_request", "the Host header is not a valid host")
+            }
+            Denial::BadRequest(BadRequest::ConflictingHost) => text!(
+                "invalid_request",
+                "the Host header and the request target name different hosts"
+            ),
+            Denial::BadRequest(BadRequest::UnderscoreHeader) => text!(
+                "invalid_request",
+                "header names with underscores are not accepted"
+            ),
             Denial::NoRoute => text!("not_found", "no route matches this request"),
             Denial::UnsafePath => text!(
                 "invalid_path",
                 "the request path cannot be normalized safely"
+            ),
+            Denial::CaseConflict => text!(
+                "invalid_path",
+                "the request path names a protected route in another letter case"
             ),
             Denial::BadAuthorization => text!(
                 "invalid_request",
@@ -290,6 +315,7 @@ impl Denial {
             Denial::BadRequest(_) | Denial::MalformedBody => true,
             Denial::NoRoute
             | Denial::UnsafePath
+            | Denial::CaseConflict
             | Denial::BadAuthorization
             | Denial::NoToken
             | Denial::InvalidToken(_)
@@ -343,6 +369,10 @@ mod tests {
             (Denial::BadRequest(BadRequest::DuplicateHost), 400, None),
             (Denial::BadRequest(BadRequest::MissingHost), 400, None),
             (Denial::BadRequest(BadRequest::TransferCoding), 501, None),
+            (Denial::BadRequest(BadRequest::InvalidHost), 400, None),
+            (Denial::BadRequest(BadRequest::ConflictingHost), 400, None),
+            (Denial::BadRequest(BadRequest::UnderscoreHeader), 400, None),
+            (Denial::CaseConflict, 400, None),
             (Denial::NoRoute, 404, None),
             (Denial::NoToken, 401, Some(r#"Bearer realm="jwt-gateway""#)),
             (

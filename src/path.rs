@@ -1,12 +1,35 @@
 //! Request-path normalization, so that route matching and the upstream judge the very same path.
 //!
 //! Proxy bypasses live in the gap between how the gateway and an upstream read a path
-//! (`/public/..;/admin`, `%2e%2e`, `%2F`, `\`): the gateway forwards exactly the path it routed on.
-//! Anything that cannot be normalized without guessing how some upstream would read it is refused
-//! (the caller answers 400) rather than repaired: a silently "fixed" path is exactly the kind of
-//! disagreement an attacker looks for.
+//! (`/public/..;/admin`, `%2e%2e`, `%2F`, `\`, `//admin`): the gateway forwards exactly the path it
+//! routed on. Anything that cannot be normalized without guessing how some upstream would read it
+//! is refused (the caller answers 400) rather than repaired: a silently "fixed" path is exactly the
+//! kind of disagreement an attacker looks for.
+//!
+//! This is vocabulary shared by the config compiler (prefixes are written normalized) and the
+//! request path; it imports nothing of the crate.
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// How request paths are canonicalized before routing (`server.path`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathPolicy {
+    /// Runs of `/` collapse to one before routing and forwarding (as nginx's default
+    /// `merge_slashes on` does); with `false`, a path holding an empty segment is refused.
+    pub merge_slashes: bool,
+    /// Prefixes match without regard to ASCII case (for upstreams such as IIS that ignore it).
+    pub case_insensitive: bool,
+}
+
+impl Default for PathPolicy {
+    fn default() -> Self {
+        PathPolicy {
+            merge_slashes: true,
+            case_insensitive: false,
+        }
+    }
+}
 
 /// Why a request path was refused (always answered 400 by the caller).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +42,8 @@ pub enum UnsafePath {
     DotSegmentParams,
     BadPercentEncoding,
     NonAscii,
+    /// `//` with `merge_slashes: false`: an upstream that merges slashes would read another path.
+    EmptySegment,
 }
 
 impl UnsafePath {
@@ -34,6 +59,7 @@ impl UnsafePath {
             UnsafePath::DotSegmentParams => "dot_segment_params",
             UnsafePath::BadPercentEncoding => "bad_percent_encoding",
             UnsafePath::NonAscii => "non_ascii",
+            UnsafePath::EmptySegment => "empty_segment",
         }
     }
 }
@@ -46,13 +72,15 @@ impl fmt::Display for UnsafePath {
 
 /// Returns the normalized path that both route matching and the upstream will see.
 ///
-/// `raw` is the path of an origin-form request target with the query already split off.
+/// `raw` is the path of an origin-form request target with the query already split off. Empty
+/// segments are merged first (or refused), then dot segments resolved, as nginx does: so
+/// `/x/..//admin` is `/admin`, never `//admin` that a route guarding `/admin` would miss.
 ///
 /// # Errors
 ///
 /// [`UnsafePath`] names why the path cannot be forwarded safely; when several problems are
 /// present, the first one met reading left to right is reported.
-pub fn normalize_path(raw: &str) -> Result<String, UnsafePath> {
+pub fn normalize_path(raw: &str, policy: PathPolicy) -> Result<String, UnsafePath> {
     let Some(mut rest) = raw.strip_prefix('/') else {
         return Err(UnsafePath::NotOriginForm);
     };
@@ -94,6 +122,15 @@ pub fn normalize_path(raw: &str) -> Result<String, UnsafePath> {
             rest = rest.get(consumed..).ok_or(UnsafePath::NonAscii)?;
         };
         let segment = out.get(seg_start..).unwrap_or_default();
+        // An empty segment that is not the last one is a `//`; the last one is a trailing slash,
+        // which names another resource and stays.
+        if segment.len() == 1 && !last {
+            if !policy.merge_slashes {
+                return Err(UnsafePath::EmptySegment);
+            }
+            out.truncate(seg_start);
+            continue;
+        }
         let dot_segment = match classify(segment.strip_prefix('/').unwrap_or(segment)) {
             Segment::Normal => false,
             Segment::Dot => {
@@ -123,8 +160,9 @@ pub fn normalize_path(raw: &str) -> Result<String, UnsafePath> {
 
 /// Segment-aware prefix test used by routing, so that `/orders` never matches `/ordersX`.
 ///
-/// `prefix` is already normalized and begins with `/`; `;` ends a segment just as `/` does,
-/// because upstreams commonly strip `;` parameters before resolving the resource.
+/// `prefix` is already normalized, begins with `/` and ends with `/` only if it is `/` (the
+/// config compiler trims the rest); `;` ends a segment just as `/` does, because upstreams
+/// commonly strip `;` parameters before resolving the resource.
 #[must_use]
 pub fn prefix_matches(path: &str, prefix: &str) -> bool {
     match path.strip_prefix(prefix) {
@@ -134,11 +172,41 @@ pub fn prefix_matches(path: &str, prefix: &str) -> bool {
         // guarding `/admin` must catch it.
         Some(rest) => {
             rest.is_empty()
-                || prefix.ends_with('/')
+                || prefix == "/"
                 || rest.starts_with(['/', ';'])
                 || rest.starts_with("%3B")
         }
     }
+}
+
+/// A normalized path with its ASCII letters lower-cased, escapes kept in their canonical
+/// upper-case form (`%3B` must still end a segment), as a case-insensitive upstream reads it.
+/// Borrows when there is nothing to fold, which is most paths.
+#[must_use]
+pub fn fold_case(path: &str) -> Cow<'_, str> {
+    let bytes = path.as_bytes();
+    let needs_folding = bytes.iter().enumerate().any(|(i, b)| {
+        b.is_ascii_uppercase()
+            && !(i >= 1 && bytes[i - 1] == b'%')
+            && !(i >= 2 && bytes[i - 2] == b'%')
+    });
+    if !needs_folding {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut escape_digits = 0;
+    for c in path.chars() {
+        if escape_digits > 0 {
+            escape_digits -= 1;
+            out.push(c);
+        } else {
+            if c == '%' {
+                escape_digits = 2;
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    Cow::Owned(out)
 }
 
 enum Segment {
@@ -216,6 +284,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const MERGE: PathPolicy = PathPolicy {
+        merge_slashes: true,
+        case_insensitive: false,
+    };
+    const REFUSE_EMPTY: PathPolicy = PathPolicy {
+        merge_slashes: false,
+        case_insensitive: false,
+    };
+
+    fn normalize(raw: &str) -> Result<String, UnsafePath> {
+        normalize_path(raw, MERGE)
+    }
+
     #[test]
     fn normalizes_table() {
         let cases: &[(&str, &str)] = &[
@@ -223,10 +304,15 @@ mod tests {
             ("/a", "/a"),
             ("/a/", "/a/"),
             ("/a/b/c", "/a/b/c"),
-            // empty segments are not ours to merge
-            ("//", "//"),
-            ("//a//b", "//a//b"),
-            ("/a//b/", "/a//b/"),
+            // runs of slashes merge, a trailing slash stays
+            ("//", "/"),
+            ("///", "/"),
+            ("//a//b", "/a/b"),
+            ("/a//b/", "/a/b/"),
+            ("/a///", "/a/"),
+            ("//admin", "/admin"),
+            ("/x/..//admin", "/admin"),
+            ("/x//..//admin", "/admin"),
             // single dots
             ("/.", "/"),
             ("/./", "/"),
@@ -244,10 +330,9 @@ mod tests {
             ("/a/b/../../c", "/c"),
             ("/a/b/../c/./d", "/a/c/d"),
             ("/a/./../b", "/b"),
-            ("//..", "/"),
-            ("/a//..", "/a/"),
-            ("/a//../b", "/a/b"),
-            ("/a/b//../..", "/a/"),
+            ("/a//..", "/"),
+            ("/a//../b", "/b"),
+            ("/a/b//../..", "/"),
             // dots that are not dot segments
             ("/...", "/..."),
             ("/.a", "/.a"),
@@ -297,7 +382,7 @@ mod tests {
             ("/~", "/~"),
         ];
         for (raw, want) in cases {
-            assert_eq!(normalize_path(raw).as_deref(), Ok(*want), "raw = {raw:?}");
+            assert_eq!(normalize(raw).as_deref(), Ok(*want), "raw = {raw:?}");
         }
     }
 
@@ -351,6 +436,7 @@ mod tests {
             ("/%2E%2E/etc/passwd", AboveRoot),
             ("/.%2e/", AboveRoot),
             ("//../..", AboveRoot),
+            ("//..", AboveRoot),
             ("/a/b/../../..", AboveRoot),
             // dot segments with parameters
             ("/..;/", DotSegmentParams),
@@ -390,17 +476,17 @@ mod tests {
             ("/\u{ff0f}", NonAscii),
         ];
         for (raw, want) in cases {
-            assert_eq!(normalize_path(raw), Err(*want), "raw = {raw:?}");
+            assert_eq!(normalize(raw), Err(*want), "raw = {raw:?}");
         }
     }
 
     #[test]
     fn first_problem_from_the_left_wins() {
-        assert_eq!(normalize_path("/../%00"), Err(UnsafePath::AboveRoot));
-        assert_eq!(normalize_path("/%00/.."), Err(UnsafePath::ControlByte));
-        assert_eq!(normalize_path("/..;\\"), Err(UnsafePath::Backslash));
-        assert_eq!(normalize_path("/%2F\\"), Err(UnsafePath::EncodedSlash));
-        assert_eq!(normalize_path("/\\%2F"), Err(UnsafePath::Backslash));
+        assert_eq!(normalize("/../%00"), Err(UnsafePath::AboveRoot));
+        assert_eq!(normalize("/%00/.."), Err(UnsafePath::ControlByte));
+        assert_eq!(normalize("/..;\\"), Err(UnsafePath::Backslash));
+        assert_eq!(normalize("/%2F\\"), Err(UnsafePath::EncodedSlash));
+        assert_eq!(normalize("/\\%2F"), Err(UnsafePath::Backslash));
     }
 
     #[test]
@@ -415,6 +501,7 @@ mod tests {
             DotSegmentParams,
             BadPercentEncoding,
             NonAscii,
+            EmptySegment,
         ];
         let mut labels: Vec<&str> = all.iter().map(|e| e.as_str()).collect();
         for l in &labels {
@@ -433,7 +520,7 @@ mod tests {
     #[test]
     fn unchanged_path_needs_no_reallocation() {
         let raw = "/api/v1/orders;x/%C3%A9/~a-b_c.d";
-        let out = normalize_path(raw).unwrap();
+        let out = normalize(raw).unwrap();
         assert_eq!(out, raw);
         // Growing would at least double the buffer.
         assert!(out.capacity() < 2 * raw.len());
@@ -443,12 +530,12 @@ mod tests {
     fn every_single_byte_after_the_root() {
         for b in 0u8..=0x7F {
             let raw = format!("/{}", char::from(b));
-            let got = normalize_path(&raw);
+            let got = normalize(&raw);
             match b {
                 b'\\' => assert_eq!(got, Err(UnsafePath::Backslash)),
                 b'%' => assert_eq!(got, Err(UnsafePath::BadPercentEncoding)),
                 0..=0x1F | 0x7F => assert_eq!(got, Err(UnsafePath::ControlByte)),
-                b'.' => assert_eq!(got.as_deref(), Ok("/")),
+                b'.' | b'/' => assert_eq!(got.as_deref(), Ok("/")),
                 _ => assert_eq!(got.as_deref(), Ok(raw.as_str())),
             }
         }
@@ -458,7 +545,7 @@ mod tests {
     fn every_escape() {
         for b in 0u8..=0xFF {
             for raw in [format!("/x%{b:02x}y"), format!("/x%{b:02X}y")] {
-                let got = normalize_path(&raw);
+                let got = normalize(&raw);
                 match b {
                     b'/' | b'\\' => assert_eq!(got, Err(UnsafePath::EncodedSlash)),
                     0..=0x1F | 0x7F => assert_eq!(got, Err(UnsafePath::ControlByte)),
@@ -479,7 +566,8 @@ mod tests {
             ("/orders/1", "/orders", true),
             ("/orders;x", "/orders", true),
             ("/orders;x/1", "/orders", true),
-            ("/orders//1", "/orders", true),
+            ("/orders/;x", "/orders", true),
+            ("/orders%3Bx/1", "/orders", true),
             ("/ordersX", "/orders", false),
             ("/orders.json", "/orders", false),
             ("/orders%2F1", "/orders", false),
@@ -488,16 +576,9 @@ mod tests {
             ("/ORDERS/1", "/orders", false),
             ("/", "/orders", false),
             ("/x/orders", "/orders", false),
-            // a prefix ending in `/` is a directory prefix
-            ("/orders/", "/orders/", true),
-            ("/orders/1", "/orders/", true),
-            ("/orders//", "/orders/", true),
-            ("/orders", "/orders/", false),
-            ("/orders;x", "/orders/", false),
             // `/` is the catch-all
             ("/", "/", true),
             ("/anything", "/", true),
-            ("//x", "/", true),
             ("/;x", "/", true),
             // multi-segment prefixes
             ("/api/v1", "/api/v1", true),
@@ -515,9 +596,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn empty_segments_are_refused_when_slashes_are_not_merged() {
+        for raw in ["//", "//admin", "/a//b", "/a///", "/x/..//admin", "/a//.."] {
+            assert_eq!(
+                normalize_path(raw, REFUSE_EMPTY),
+                Err(UnsafePath::EmptySegment),
+                "{raw:?}"
+            );
+        }
+        for (raw, want) in [
+            ("/", "/"),
+            ("/a/", "/a/"),
+            ("/a/b", "/a/b"),
+            ("/a/./", "/a/"),
+        ] {
+            assert_eq!(
+                normalize_path(raw, REFUSE_EMPTY).as_deref(),
+                Ok(want),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn folding_lowers_letters_but_not_escapes() {
+        let cases = [
+            ("/admin", "/admin"),
+            ("/ADMIN/X", "/admin/x"),
+            ("/Admin%3Bx", "/admin%3Bx"),
+            ("/%C3%A9T%2A", "/%C3%A9t%2A"),
+            ("/a%20B", "/a%20b"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(fold_case(path), want, "{path:?}");
+        }
+        assert!(matches!(fold_case("/already/lower%3B"), Cow::Borrowed(_)));
+    }
+
     /// A deliberately naive second implementation (split, decode, resolve with a stack) that the
     /// single-pass one must agree with.
-    fn reference(raw: &str) -> Result<String, UnsafePath> {
+    fn reference(raw: &str, policy: PathPolicy) -> Result<String, UnsafePath> {
         let Some(body) = raw.strip_prefix('/') else {
             return Err(UnsafePath::NotOriginForm);
         };
@@ -525,6 +644,12 @@ mod tests {
         let mut stack: Vec<String> = Vec::new();
         for (i, piece) in pieces.iter().enumerate() {
             let last = i + 1 == pieces.len();
+            if piece.is_empty() && !last {
+                if policy.merge_slashes {
+                    continue;
+                }
+                return Err(UnsafePath::EmptySegment);
+            }
             let bytes = piece.as_bytes();
             let mut seg = String::new();
             let mut j = 0;
@@ -595,7 +720,7 @@ mod tests {
             "/.%3b",
             "/a%3B/..",
         ] {
-            assert_eq!(normalize_path(raw), reference(raw), "raw = {raw:?}");
+            assert_eq!(normalize(raw), reference(raw, MERGE), "raw = {raw:?}");
         }
     }
 
@@ -658,47 +783,51 @@ mod tests {
 
         #[test]
         fn never_panics_on_any_string(raw in any::<String>()) {
-            let _ = normalize_path(&raw);
+            let _ = normalize_path(&raw, MERGE);
+            let _ = normalize_path(&raw, REFUSE_EMPTY);
         }
 
         #[test]
         fn idempotent_and_canonical(raw in path_like()) {
-            if let Ok(once) = normalize_path(&raw) {
+            if let Ok(once) = normalize(&raw) {
                 is_canonical(&once);
                 prop_assert!(once.len() <= raw.len().max(1));
-                prop_assert_eq!(normalize_path(&once), Ok(once.clone()));
+                prop_assert_eq!(normalize(&once), Ok(once.clone()));
+                prop_assert_eq!(normalize_path(&once, REFUSE_EMPTY), Ok(once.clone()));
+                prop_assert!(!once.contains("//"), "{once:?}");
             }
         }
 
         #[test]
         fn agrees_with_reference(raw in path_like()) {
-            prop_assert_eq!(normalize_path(&raw), reference(&raw));
+            prop_assert_eq!(normalize(&raw), reference(&raw, MERGE));
+            prop_assert_eq!(normalize_path(&raw, REFUSE_EMPTY), reference(&raw, REFUSE_EMPTY));
         }
 
         #[test]
         fn agrees_with_reference_on_any_string(raw in any::<String>()) {
-            prop_assert_eq!(normalize_path(&raw), reference(&raw));
+            prop_assert_eq!(normalize(&raw), reference(&raw, MERGE));
+            prop_assert_eq!(normalize_path(&raw, REFUSE_EMPTY), reference(&raw, REFUSE_EMPTY));
         }
 
         #[test]
         fn normalized_paths_fall_under_their_own_prefixes(raw in path_like()) {
-            if let Ok(path) = normalize_path(&raw) {
+            if let Ok(path) = normalize(&raw) {
                 prop_assert!(prefix_matches(&path, "/"));
                 prop_assert!(prefix_matches(&path, &path));
                 for (i, _) in path.match_indices(['/', ';']).filter(|(i, _)| *i > 0) {
                     prop_assert!(prefix_matches(&path, &path[..i]));
-                    prop_assert!(prefix_matches(&path, &path[..=i]) || path.as_bytes()[i] == b';');
                 }
             }
         }
 
         #[test]
-        fn prefix_never_splits_a_segment(path in "/[a-c/;]{0,12}", prefix in "/[a-c/;]{0,6}") {
+        fn prefix_never_splits_a_segment(path in "/[a-c/;]{0,12}", prefix in "/[a-c;]{0,6}") {
             if prefix_matches(&path, &prefix) {
                 prop_assert!(path.starts_with(&prefix));
                 let next = path[prefix.len()..].chars().next();
                 prop_assert!(
-                    next.is_none() || prefix.ends_with('/') || matches!(next, Some('/' | ';'))
+                    next.is_none() || prefix == "/" || matches!(next, Some('/' | ';'))
                 );
             }
         }

@@ -45,6 +45,9 @@ enum Command {
         /// The bearer token the request would carry.
         #[arg(long, requires = "request")]
         token: Option<String>,
+        /// A further request header, 'Name: value' (repeatable).
+        #[arg(long = "header", requires = "request")]
+        headers: Vec<String>,
     },
     /// Add, list and remove revocations through the admin API.
     Revoke {
@@ -106,7 +109,8 @@ pub fn main() -> ExitCode {
         Command::Check {
             request: Some(request),
             token,
-        } => explain::explain(&cli.config, &request, token.as_deref()),
+            headers,
+        } => explain::explain(&cli.config, &request, token.as_deref(), &headers),
         Command::Revoke {
             admin,
             token_env,

@@ -23,6 +23,7 @@ pub use duration::parse_duration;
 
 use crate::algorithm::Algorithm;
 use crate::claims::ClaimPath;
+pub use crate::path::PathPolicy;
 use crate::rules::Requirement;
 
 /// One problem in the configuration, located by its YAML path (`routes[2].auth.require[0].claim`).
@@ -100,24 +101,6 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub path: PathPolicy,
     pub headers_with_underscores: UnderscoreHeaders,
-}
-
-/// How request paths are canonicalized before routing (`server.path`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PathPolicy {
-    /// Runs of `/` collapse to one before routing and forwarding; with `false`, `//` is a 400.
-    pub merge_slashes: bool,
-    /// Prefixes and hosts match without regard to ASCII case (for upstreams such as IIS).
-    pub case_insensitive: bool,
-}
-
-impl Default for PathPolicy {
-    fn default() -> Self {
-        PathPolicy {
-            merge_slashes: true,
-            case_insensitive: false,
-        }
-    }
 }
 
 /// What happens to a request header whose name holds `_` (`server.headers_with_underscores`).

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use ipnet::IpNet;
+use http::{Method, Version};
 
 /// RFC 9110 7.6.1 hop-by-hop fields, plus the de-facto `Proxy-Connection` and `Keep-Alive`.
 static HOP_BY_HOP: [HeaderName; 9] = [
@@ -23,11 +23,33 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Headers some frameworks trust to override the URL or the client identity.
-static SPOOFABLE: [HeaderName; 3] = [
+/// Headers some frameworks trust to override the URL or the method, removed from every request:
+/// no client, trusted proxy or not, gets to restate what the gateway judged. `HTTP2-Settings`
+/// belongs to the `h2c` upgrade, which is never passed on.
+static SPOOFABLE_ALWAYS: [HeaderName; 7] = [
     header::FORWARDED,
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Headers naming the client, its scheme or the path prefix it used, which upstreams and their
+/// frameworks believe: kept only when a `trusted_proxies` peer set them.
+static SPOOFABLE_UNLESS_TRUSTED: [HeaderName; 11] = [
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-original-host"),
 ];
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -67,18 +89,86 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes every header any route could inject, and the URL/identity overrides, on every route.
-pub fn strip_spoofable(headers: &mut HeaderMap, injected: &[HeaderName]) {
+/// Whether this is a WebSocket handshake (RFC 6455 4.1), the one upgrade passed through: any
+/// other protocol (`h2c` above all, after which nothing on the connection would be judged) is
+/// dropped with the other hop-by-hop fields and the request proceeds without it.
+pub fn is_websocket_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> bool {
+    let mut upgrade = headers.get_all(header::UPGRADE).iter();
+    let only_websocket = match (upgrade.next(), upgrade.next()) {
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    only_websocket
+        && version == Version::HTTP_11
+        && method == Method::GET
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes every header any route could inject (`injected`), the URL and method overrides, and,
+/// unless the peer is a trusted proxy, the client-identity headers: on every route, anonymous
+/// ones included.
+pub fn strip_spoofable(headers: &mut HeaderMap, injected: &[HeaderName], from_trusted: bool) {
     // Walks the names present rather than removing every listed one: requests have a handful of
     // fields, configs may inject dozens.
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| injected.contains(name) || SPOOFABLE.contains(name))
+        .filter(|name| {
+            injected.contains(name)
+                || SPOOFABLE_ALWAYS.contains(name)
+                || (!from_trusted && SPOOFABLE_UNLESS_TRUSTED.contains(name))
+        })
         .cloned()
         .collect();
     for name in doomed {
         headers.remove(&name);
     }
+}
+
+/// Whether any header name holds `_`: CGI-style upstreams (WSGI, Rack, PHP) read `X_Auth_Subject`
+/// as the `HTTP_X_AUTH_SUBJECT` that `X-Auth-Subject` also becomes.
+pub fn has_underscore_names(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| name.as_str().contains('_'))
+}
+
+/// Removes header names with `_`: all of them (`drop_all`), or those that read as a name the
+/// gateway removes or sets once `_` is `-` ([`owned_names`] and the `injected` claim headers), so
+/// that `allow` still never lets a client speak for the gateway.
+pub fn strip_underscore_names(headers: &mut HeaderMap, drop_all: bool, injected: &[HeaderName]) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            drop_all || {
+                let dashed = name.as_str().replace('_', "-");
+                owned_names().any(|o| o.as_str() == dashed)
+                    || injected.iter().any(|o| o.as_str() == dashed)
+            }
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Every header name the gateway removes or sets on its own account, claim headers aside: what
+/// `_`-spellings must never stand for.
+pub fn owned_names() -> impl Iterator<Item = &'static HeaderName> {
+    HOP_BY_HOP
+        .iter()
+        .chain(SPOOFABLE_ALWAYS.iter())
+        .chain(SPOOFABLE_UNLESS_TRUSTED.iter())
+        .chain([
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_REQUEST_ID,
+        ])
 }
 
 /// A client's `X-Request-Id` is kept when it is 1 to 128 characters of `A-Z a-z 0-9 - _ . :`,
@@ -119,11 +209,10 @@ fn new_request_id() -> HeaderValue {
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
-    trusted: &[IpNet],
+    from_trusted: bool,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let from_trusted = trusted.iter().any(|net| net.contains(&peer));
     let mut xff = String::with_capacity(64);
     match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if from_trusted && headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
@@ -213,8 +302,101 @@ mod tests {
             ("x-rewrite-url", "/admin"),
             ("x-other", "1"),
         ]);
-        strip_spoofable(&mut h, &[HeaderName::from_static("x-auth-subject")]);
+        strip_spoofable(&mut h, &[HeaderName::from_static("x-auth-subject")], false);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn client_identity_headers_survive_only_from_trusted_proxies() {
+        let pairs = [
+            ("x-real-ip", "1.2.3.4"),
+            ("true-client-ip", "1.2.3.4"),
+            ("cf-connecting-ip", "1.2.3.4"),
+            ("x-client-ip", "1.2.3.4"),
+            ("x-cluster-client-ip", "1.2.3.4"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-server", "a"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("x-original-host", "a"),
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+            ("x-other", "1"),
+        ];
+        let mut untrusted = map(&pairs);
+        strip_spoofable(&mut untrusted, &[], false);
+        assert_eq!(
+            untrusted.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-other"]
+        );
+        let mut trusted = map(&pairs);
+        strip_spoofable(&mut trusted, &[], true);
+        assert_eq!(trusted.len(), 12, "{trusted:?}");
+        for gone in [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "http2-settings",
+        ] {
+            assert!(!trusted.contains_key(gone), "{gone}");
+        }
+    }
+
+    #[test]
+    fn underscore_names_are_dropped_or_kept_unless_they_spell_an_owned_name() {
+        let pairs = [
+            ("x_auth_subject", "admin"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x_request_id", "x"),
+            ("x_custom_thing", "1"),
+            ("x-kept", "1"),
+        ];
+        let owned = [HeaderName::from_static("x-auth-subject")];
+        let mut all = map(&pairs);
+        assert!(has_underscore_names(&all));
+        strip_underscore_names(&mut all, true, &owned);
+        assert_eq!(
+            all.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+        assert!(!has_underscore_names(&all));
+        let mut allowed = map(&pairs);
+        strip_underscore_names(&mut allowed, false, &owned);
+        let mut left: Vec<&str> = allowed.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-kept", "x_custom_thing"]);
+    }
+
+    #[test]
+    fn only_a_websocket_handshake_is_an_upgrade() {
+        let ws = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert!(is_websocket_upgrade(&Method::GET, Version::HTTP_11, &ws));
+        assert!(!is_websocket_upgrade(&Method::POST, Version::HTTP_11, &ws));
+        assert!(!is_websocket_upgrade(&Method::GET, Version::HTTP_10, &ws));
+        for (connection, upgrade) in [
+            ("Upgrade, HTTP2-Settings", "h2c"),
+            ("upgrade", "websocket, h2c"),
+            ("upgrade", "TLS/1.0"),
+            ("keep-alive", "websocket"),
+        ] {
+            let h = map(&[("connection", connection), ("upgrade", upgrade)]);
+            assert!(
+                !is_websocket_upgrade(&Method::GET, Version::HTTP_11, &h),
+                "{upgrade}"
+            );
+        }
+        let two = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("upgrade", "h2c"),
+        ]);
+        assert!(!is_websocket_upgrade(&Method::GET, Version::HTTP_11, &two));
     }
 
     #[test]
@@ -243,7 +425,7 @@ mod tests {
         set_forwarded(
             &mut h,
             peer,
-            &[],
+            false,
             "https",
             Some(HeaderValue::from_static("api.example.com")),
         );
@@ -251,7 +433,6 @@ mod tests {
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
 
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = map(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "http"),
@@ -259,7 +440,7 @@ mod tests {
         set_forwarded(
             &mut h,
             peer,
-            &trusted,
+            true,
             "https",
             Some(HeaderValue::from_static("api.example.com")),
         );

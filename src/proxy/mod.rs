@@ -1,6 +1,9 @@
 //! The request path from a parsed HTTP request to an upstream response: normalize, route,
-//! authenticate, authorize, rewrite, forward. `pipeline` holds the order and its reasons.
+//! authenticate, authorize, rewrite, forward. `pipeline` holds the order and its reasons; the
+//! proxy and the explainer (`explain`) are two backs of the same stages.
 
+pub mod explain;
 pub mod headers;
+pub mod host;
 pub mod pipeline;
 pub mod shape;

@@ -1,28 +1,40 @@
-//! One request, start to finish. The stages run in this order, each for a reason:
+//! One request, start to finish. A *front* (the proxy listener; `check --request`) hands the
+//! stages a [`RequestView`]; [`judge`] runs them in this order, each for a reason:
 //!
 //! 1. **shape**: a request head no proxy may act on (`CONNECT`, two `Host`s, an HTTP/1.1 request
 //!    without `Host`, a coding other than `chunked`) is refused before anything reads it further.
-//! 2. **limits**: header size, before anything reads a header's value.
-//! 3. **normalize**: the path is made canonical (or refused) before routing, so route matching and
-//!    the upstream see the same bytes and `/public/..;/admin` cannot pick a weaker route.
-//! 4. **route**: first match wins; no match is 404 before any token is read.
-//! 5. **throttle**: a client over its authentication-failure budget is refused before we spend a
+//! 2. **limits**: header size, before anything reads a header's value; header names with `_`
+//!    under `headers_with_underscores: reject`.
+//! 3. **host**: the one host routing matches and `X-Forwarded-Host` carries, or 400.
+//! 4. **normalize**: the path is made canonical (or refused) before routing, so route matching and
+//!    the upstream see the same bytes and `/public/..;/admin` or `//admin` cannot pick a weaker
+//!    route.
+//! 5. **route**: first match wins; no match is 404 before any token is read; a path that is
+//!    another, protected, route's in another letter case is 400.
+//! 6. **throttle**: a client over its authentication-failure budget is refused before we spend a
 //!    signature check on it.
-//! 6. **authenticate**: bearer → cache → decode → keys → signature → claims; then the route's
+//! 7. **authenticate**: bearer → cache → decode → keys → signature → claims; then the route's
 //!    audience and revocation, which are checked after the cache so that a token revoked while
 //!    cached is still refused.
-//! 7. **authorize**: the route's claim rules (403, never 401, for a valid token lacking a role).
-//! 8. **rewrite**: spoofable headers go on every route, anonymous ones included; claims are
-//!    rendered last, so a value that cannot travel faithfully denies instead of being altered.
-//! 9. **forward**: stream both ways; map upstream failures to 502/504 and oversize bodies to 413.
+//! 8. **authorize**: the route's claim rules (403, never 401, for a valid token lacking a role).
+//! 9. **claims**: the claim headers are rendered, so a value that cannot travel faithfully denies
+//!    instead of being altered.
+//! 10. **declared body**: a `Content-Length` over `max_body_bytes` is 413 before any byte moves.
+//!
+//! A *back* consumes the [`Verdict`]: the proxy rewrites the head ([`rewrite_request`]: spoofable
+//! headers go on every route, anonymous ones included) and forwards it, streaming both ways; the
+//! explainer prints it. The stages read the request and never change it, count nothing and
+//! remember nothing about the client: `handle` records the decision, the throttle's failure count
+//! and the metrics, so a front that only explains leaves no trace.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -31,20 +43,23 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::headers::{self, X_REQUEST_ID};
+use super::host::{parse_host, RequestHost};
 use super::shape::check_shape;
 use crate::auth::bearer;
 use crate::auth::cache::CachedToken;
+use crate::auth::revocation::Revocations;
 use crate::auth::rules;
 use crate::auth::throttle::client_ip;
+use crate::auth::token::unix_now;
 use crate::auth::verify::{self, Unverified};
 use crate::body::{LimitedBody, ResponseBody};
 use crate::claims;
-use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding};
-use crate::denial::{Denial, Reason};
+use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding, UnderscoreHeaders};
+use crate::denial::{BadRequest, Denial, Reason};
 use crate::gateway::Gateway;
 use crate::metrics::UpstreamErrorKind;
 use crate::path::normalize_path;
-use crate::snapshot::{request_host, Route, Snapshot};
+use crate::snapshot::{Route, RouteMiss, Snapshot};
 use crate::upstream::UpstreamError;
 
 /// What the connection tells the request about itself.
@@ -52,6 +67,37 @@ use crate::upstream::UpstreamError;
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+}
+
+/// The head of a request as a front presents it to the stages; never its body.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub version: Version,
+    /// Origin-form, or absolute-form / HTTP/2 with the authority the client named.
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestView<'a> {
+    pub fn of(parts: &'a Parts) -> RequestView<'a> {
+        RequestView {
+            method: &parts.method,
+            version: parts.version,
+            uri: &parts.uri,
+            headers: &parts.headers,
+        }
+    }
+}
+
+/// What the stages concluded about a request they admit; the route, host and path are in the
+/// `RequestCtx` that `judge` filled in.
+pub struct Verdict {
+    pub route: usize,
+    /// The verified token; `None` on anonymous routes.
+    pub identity: Option<Arc<CachedToken>>,
+    /// The route's claim headers, rendered from `identity`.
+    pub claim_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Per-request state handed from stage to stage, and read by `finish` for metrics and the log.
@@ -62,11 +108,16 @@ pub struct RequestCtx {
     pub snapshot: Arc<Snapshot>,
     route: Option<usize>,
     method: Method,
+    /// The canonical host and path, once the stages have read them.
+    host: Option<RequestHost>,
     path: Option<String>,
     decision: Option<Reason>,
+    denial: Option<Denial>,
     /// The verified token, for the access line's `sub` and `jti` (shared, not copied).
     verified: Option<Arc<CachedToken>>,
     upstream_time: Option<f64>,
+    /// One line per stage passed or failed, kept only when a front explains the request.
+    narration: Option<Vec<String>>,
 }
 
 impl RequestCtx {
@@ -83,15 +134,44 @@ impl RequestCtx {
             snapshot,
             route: None,
             method,
+            host: None,
             path: None,
             decision: None,
+            denial: None,
             verified: None,
             upstream_time: None,
+            narration: None,
         }
     }
 
-    fn route(&self) -> Option<&Route> {
+    /// A context whose stages narrate themselves, for the explainer.
+    pub fn narrated(snapshot: Arc<Snapshot>, conn: ConnInfo, method: Method) -> RequestCtx {
+        let mut ctx = RequestCtx::new(snapshot, conn, HeaderValue::from_static("explain"), method);
+        ctx.narration = Some(Vec::new());
+        ctx
+    }
+
+    pub fn route(&self) -> Option<&Route> {
         self.route.map(|i| &self.snapshot.routes.routes()[i])
+    }
+
+    pub fn host(&self) -> Option<&RequestHost> {
+        self.host.as_ref()
+    }
+
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    pub fn narration(&self) -> &[String] {
+        self.narration.as_deref().unwrap_or_default()
+    }
+
+    /// Records a stage's outcome when narrating; `line` is not even built otherwise.
+    fn narrate(&mut self, line: impl FnOnce() -> String) {
+        if let Some(lines) = &mut self.narration {
+            lines.push(line());
+        }
     }
 }
 
@@ -106,21 +186,13 @@ pub async fn handle(
     let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or(""), route = tracing::field::Empty);
     let mut ctx = RequestCtx::new(snapshot, conn, request_id, request.method().clone());
     let version = request.version();
-    let outcome = match check_shape(&request) {
-        Some(why) => Err(Denial::BadRequest(why)),
-        None => {
-            handle_inner(&gateway, &mut ctx, request)
-                .instrument(span.clone())
-                .await
-        }
-    };
-    let response = match outcome {
+    let response = match proxy(&gateway, &mut ctx, request)
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
         Err(denial) => {
-            if let (Some(reason), Some(route)) = (denial.auth_reason(), ctx.route()) {
-                route.metrics.deny(reason);
-                ctx.decision = Some(reason);
-            }
+            ctx.denial = Some(denial);
             denial.to_response(version).map(Either::Left)
         }
     };
@@ -128,85 +200,222 @@ pub async fn handle(
     Ok(finish(&ctx, response))
 }
 
-async fn handle_inner(
+/// The proxy back: judge, then rewrite and forward what was admitted.
+async fn proxy(
     gateway: &Gateway,
     ctx: &mut RequestCtx,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Denial> {
     let (mut parts, body) = request.into_parts();
-    let upgrade = is_upgrade(&parts)
+    let verdict = judge(gateway, ctx, RequestView::of(&parts)).await;
+    record_decision(gateway, ctx, &parts.headers, &verdict);
+    let verdict = verdict?;
+    let snapshot = ctx.snapshot.clone();
+    let route = &snapshot.routes.routes()[verdict.route];
+    tracing::Span::current().record("route", route.name());
+    let websocket = headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
+    let upgrade = websocket
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
-    let snapshot = ctx.snapshot.clone();
-    let index = prepare(gateway, ctx, &mut parts).await?;
-    forward(
-        gateway,
-        ctx,
-        &snapshot.routes.routes()[index],
-        parts,
-        body,
-        upgrade,
-    )
-    .await
+    let identity = verdict.identity.clone();
+    rewrite_request(ctx, route, verdict, &mut parts, websocket)?;
+    forward(gateway, ctx, route, parts, body, upgrade, identity).await
 }
 
-/// Every stage before the body moves: limits, normalize, route, authenticate, authorize,
-/// rewrite. No I/O except a JWKS refetch on an unknown kid. Returns the matched route's index;
-/// on success `parts` is the upstream request's head.
-pub async fn prepare(
+/// Every stage that reads the request head: no I/O except a JWKS refetch on an unknown kid.
+///
+/// # Errors
+///
+/// The [`Denial`] of the first stage that refuses the request.
+pub async fn judge(
     gateway: &Gateway,
     ctx: &mut RequestCtx,
-    parts: &mut Parts,
-) -> Result<usize, Denial> {
+    view: RequestView<'_>,
+) -> Result<Verdict, Denial> {
     let snapshot = ctx.snapshot.clone();
-    let limits = &snapshot.config.server.limits;
-    if headers::header_bytes(&parts.headers) > limits.max_header_bytes {
+    let server = &snapshot.config.server;
+    let limits = &server.limits;
+    if let Some(why) = check_shape(view.method, view.version, view.headers) {
+        ctx.narrate(|| format!("[FAIL] request head: {why:?}"));
+        return Err(Denial::BadRequest(why));
+    }
+    let header_bytes = headers::header_bytes(view.headers);
+    if header_bytes > limits.max_header_bytes {
+        ctx.narrate(|| {
+            format!(
+                "[FAIL] headers: {header_bytes} bytes, over max_header_bytes {}",
+                limits.max_header_bytes
+            )
+        });
         return Err(Denial::HeadersTooLarge);
     }
-    let path = normalize_path(parts.uri.path()).map_err(|_| Denial::UnsafePath)?;
-    let host = authority(parts).map(request_host).unwrap_or_default();
-    let index = snapshot
-        .routes
-        .match_route_index(&host, &parts.method, &path)
-        .ok_or(Denial::NoRoute)?;
-    let route = &snapshot.routes.routes()[index];
-    ctx.route = Some(index);
+    if server.headers_with_underscores == UnderscoreHeaders::Reject
+        && headers::has_underscore_names(view.headers)
+    {
+        ctx.narrate(|| {
+            "[FAIL] header names: one holds '_' (headers_with_underscores: reject)".into()
+        });
+        return Err(Denial::BadRequest(BadRequest::UnderscoreHeader));
+    }
+    ctx.narrate(|| format!("[pass] request head well-formed, {header_bytes} header bytes"));
+    let host = match canonical_host(&view) {
+        Ok(host) => host,
+        Err(denial) => {
+            ctx.narrate(|| "[FAIL] host: not a host name or IP literal with a port".into());
+            return Err(denial);
+        }
+    };
+    let path = match normalize_path(view.uri.path(), server.path) {
+        Ok(path) => path,
+        Err(why) => {
+            ctx.narrate(|| format!("[FAIL] path normalization ({why})"));
+            return Err(Denial::UnsafePath);
+        }
+    };
+    ctx.narrate(|| {
+        format!(
+            "[pass] host {}, path normalized to {path}",
+            host.as_ref().map_or("(none)", RequestHost::as_str)
+        )
+    });
+    let matched = snapshot.routes.match_route(
+        host.as_ref().map_or("", RequestHost::name),
+        view.method,
+        &path,
+    );
+    ctx.host = host;
     ctx.path = Some(path);
-    tracing::Span::current().record("route", route.name());
-    let verified = match &route.config.auth {
-        RouteAuth::Anonymous => None,
-        RouteAuth::Protected(auth) => {
-            let client = client_ip(
-                ctx.conn.peer.ip(),
-                &parts.headers,
-                &snapshot.config.server.trusted_proxies,
-            );
-            if let Some(limit) = limits.auth_failures_per_minute {
-                if let Some(retry_after_secs) = gateway.throttle.blocked(client, limit) {
-                    route.metrics.rate_limited.inc();
-                    return Err(Denial::RateLimited { retry_after_secs });
+    let index = match matched {
+        Ok(index) => index,
+        Err(miss) => {
+            ctx.narrate(|| match miss {
+                RouteMiss::NoRoute => "[FAIL] no route matches".into(),
+                RouteMiss::CaseConflict => {
+                    "[FAIL] the path is a protected route's in another letter case".into()
                 }
-            }
-            let entry = authenticate(gateway, route, auth, &parts.headers, limits.max_token_bytes)
-                .await
-                .inspect_err(|denial| {
-                    if limits.auth_failures_per_minute.is_some() && counts_as_failure(*denial) {
-                        gateway.throttle.record_failure(client);
-                    }
-                })?;
-            if rules::first_unmet(&auth.require, &entry.claims.claims).is_some() {
-                return Err(Denial::Forbidden);
-            }
+            });
+            return Err(match miss {
+                RouteMiss::NoRoute => Denial::NoRoute,
+                RouteMiss::CaseConflict => Denial::CaseConflict,
+            });
+        }
+    };
+    ctx.route = Some(index);
+    let route = &snapshot.routes.routes()[index];
+    ctx.narrate(|| {
+        format!(
+            "[pass] route {:?} -> {}",
+            route.name(),
+            route.config.upstream.uri
+        )
+    });
+    let identity = match &route.config.auth {
+        RouteAuth::Anonymous => {
+            ctx.narrate(|| "[pass] anonymous route: no token needed".into());
+            None
+        }
+        RouteAuth::Protected(auth) => {
+            let entry = admit(gateway, ctx, route, auth, &view).await?;
+            ctx.verified = Some(entry.clone());
             Some(entry)
         }
     };
-    rewrite_request(ctx, &snapshot, route, verified.as_deref(), parts)?;
-    if verified.is_some() {
-        route.metrics.allow();
-        ctx.decision = Some(Reason::Ok);
-        ctx.verified = verified;
+    let claim_headers = match render_claims(route, identity.as_deref()) {
+        Ok(rendered) => rendered,
+        Err(denial) => {
+            ctx.narrate(|| "[FAIL] a claim cannot be carried faithfully in a header".into());
+            return Err(denial);
+        }
+    };
+    if declared_body_len(view.headers).is_some_and(|n| n > limits.max_body_bytes) {
+        ctx.narrate(|| "[FAIL] Content-Length over max_body_bytes".into());
+        return Err(Denial::BodyTooLarge);
     }
-    Ok(index)
+    Ok(Verdict {
+        route: index,
+        identity,
+        claim_headers,
+    })
+}
+
+/// Throttle, authenticate, authorize: the stages of a protected route.
+///
+/// # Errors
+///
+/// 429, 400/401/503 for the credential, 403 for the rules.
+async fn admit(
+    gateway: &Gateway,
+    ctx: &mut RequestCtx,
+    route: &Route,
+    auth: &ProtectedAuth,
+    view: &RequestView<'_>,
+) -> Result<Arc<CachedToken>, Denial> {
+    let snapshot = ctx.snapshot.clone();
+    let server = &snapshot.config.server;
+    if let Some(limit) = server.limits.auth_failures_per_minute {
+        let client = client_ip(ctx.conn.peer.ip(), view.headers, &server.trusted_proxies);
+        if let Some(retry_after_secs) = gateway.throttle.blocked(client, limit) {
+            ctx.narrate(|| format!("[FAIL] client {client} is over auth_failures_per_minute"));
+            return Err(Denial::RateLimited { retry_after_secs });
+        }
+    }
+    let entry = match authenticate(
+        gateway,
+        route,
+        auth,
+        view.headers,
+        server.limits.max_token_bytes,
+    )
+    .await
+    {
+        Ok(entry) => entry,
+        Err(denial) => {
+            ctx.narrate(|| match denial.auth_reason() {
+                Some(reason) => format!("[FAIL] authenticate: {}", reason.as_str()),
+                None => format!("[FAIL] authenticate: {}", denial.text().error),
+            });
+            return Err(denial);
+        }
+    };
+    ctx.narrate(|| {
+        format!(
+            "[pass] token verified by provider {:?}: signature, iss, exp/nbf/iat, required claims, audience, not revoked",
+            entry.provider.config.name
+        )
+    });
+    if let Some(unmet) = rules::first_unmet(&auth.require, &entry.claims.claims) {
+        ctx.narrate(|| format!("[FAIL] authorize: require[{unmet}] does not hold"));
+        return Err(Denial::Forbidden);
+    }
+    ctx.narrate(|| format!("[pass] authorize: {} rule(s) hold", auth.require.len()));
+    Ok(entry)
+}
+
+/// Counts the stages' verdict: the decision for `finish`, and a client-caused failure for the
+/// throttle. Kept out of the stages so a front that only explains changes no state.
+fn record_decision(
+    gateway: &Gateway,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    verdict: &Result<Verdict, Denial>,
+) {
+    // Admitted by authentication even if a later stage refused (a claim that cannot travel
+    // excepted: that is a token fault, with its own reason).
+    let authenticated = ctx.verified.is_some().then_some(Reason::Ok);
+    match verdict {
+        Ok(_) => ctx.decision = authenticated,
+        Err(denial) => {
+            if ctx.route.is_none() {
+                return;
+            }
+            ctx.decision = denial.auth_reason().or(authenticated);
+            let server = &ctx.snapshot.config.server;
+            if server.limits.auth_failures_per_minute.is_some() && counts_as_failure(*denial) {
+                let client = client_ip(ctx.conn.peer.ip(), headers, &server.trusted_proxies);
+                gateway.throttle.record_failure(client);
+            }
+        }
+    }
 }
 
 /// Failures the client caused: a bad or missing credential, not an IdP outage.
@@ -217,13 +426,31 @@ fn counts_as_failure(denial: Denial) -> bool {
     )
 }
 
-fn authority(parts: &Parts) -> Option<&str> {
-    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-        parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+/// The request's host: the absolute-form or HTTP/2 authority, else `Host`. Every `Host` present
+/// must be a host, even one RFC 9112 says to ignore: no hop behind us gets to read another.
+fn canonical_host(view: &RequestView<'_>) -> Result<Option<RequestHost>, Denial> {
+    let invalid = |_| Denial::BadRequest(BadRequest::InvalidHost);
+    let header = view
+        .headers
+        .get(header::HOST)
+        .map(|h| parse_host(h.as_bytes()).map_err(invalid))
+        .transpose()?;
+    let Some(target) = view.uri.authority() else {
+        return Ok(header);
+    };
+    let target = parse_host(target.as_str().as_bytes()).map_err(invalid)?;
+    if view.version == Version::HTTP_2 && header.as_ref().is_some_and(|h| *h != target) {
+        return Err(Denial::BadRequest(BadRequest::ConflictingHost));
+    }
+    // HTTP/1.1 absolute-form: the target's host wins over `Host` (RFC 9112 3.2.2).
+    Ok(Some(target))
+}
+
+fn declared_body_len(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Who sent the request: a verified token, valid for this route's audience and not revoked.
@@ -266,66 +493,78 @@ async fn authenticate(
     }
 }
 
-/// Builds the upstream request in place: URI, identity headers, forwarding headers.
-fn rewrite_request(
-    ctx: &RequestCtx,
-    snapshot: &Snapshot,
+/// The route's claim headers for a verified token; nothing for anonymous routes.
+fn render_claims(
     route: &Route,
-    verified: Option<&CachedToken>,
+    identity: Option<&CachedToken>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Denial> {
+    let Some(entry) = identity else {
+        return Ok(Vec::new());
+    };
+    let mut rendered = Vec::with_capacity(route.config.forward_claims.len());
+    for ch in &route.config.forward_claims {
+        if let Some(value) = ch.claim.lookup(&entry.claims.claims) {
+            let value =
+                claims::header_value(value).map_err(|_| Denial::InvalidToken(Reason::Malformed))?;
+            rendered.push((ch.header.clone(), value));
+        }
+    }
+    Ok(rendered)
+}
+
+/// Builds the upstream request in place: URI, identity headers, forwarding headers. `parts`
+/// must be the head `judge` admitted with `verdict` for this `ctx`.
+///
+/// # Errors
+///
+/// `UnsafePath` should the rewritten target not form a URI (it always does for a normalized
+/// path).
+pub fn rewrite_request(
+    ctx: &RequestCtx,
+    route: &Route,
+    verdict: Verdict,
     parts: &mut Parts,
+    websocket: bool,
 ) -> Result<(), Denial> {
-    let upgrade = is_upgrade(parts);
+    let snapshot = &ctx.snapshot;
+    let server = &snapshot.config.server;
     let uri = upstream_uri(route, ctx.path.as_deref().unwrap_or("/"), parts.uri.query())
         .ok_or(Denial::UnsafePath)?;
     let headers = &mut parts.headers;
-    // The client's host, as routing saw it: an absolute-form target wins over `Host` (RFC 9112
-    // 3.2.2). The header's own value is moved, not copied, into `X-Forwarded-Host`.
-    let host_header = headers.remove(header::HOST);
-    let original_host = match parts.uri.authority() {
-        Some(target) => HeaderValue::from_str(target.as_str()).ok(),
-        // A `Host` that routing could not read (not visible ASCII) is not passed on either.
-        None => host_header.filter(|v| v.to_str().is_ok()),
-    };
-    headers::strip_hop_by_hop(headers, upgrade);
-    headers::strip_spoofable(headers, &snapshot.injected_headers);
+    headers.remove(header::HOST);
+    headers::strip_hop_by_hop(headers, websocket);
+    match server.headers_with_underscores {
+        // `judge` refused such a request already.
+        UnderscoreHeaders::Reject => {}
+        UnderscoreHeaders::Drop => {
+            if headers::has_underscore_names(headers) {
+                headers::strip_underscore_names(headers, true, &snapshot.injected_headers);
+            }
+        }
+        UnderscoreHeaders::Allow => {
+            if headers::has_underscore_names(headers) {
+                headers::strip_underscore_names(headers, false, &snapshot.injected_headers);
+            }
+        }
+    }
+    let peer = ctx.conn.peer.ip();
+    let from_trusted = server.trusted_proxies.iter().any(|net| net.contains(&peer));
+    headers::strip_spoofable(headers, &snapshot.injected_headers, from_trusted);
     if route.config.forward_token == TokenForwarding::Strip {
         headers.remove(header::AUTHORIZATION);
     }
     let proto = if ctx.conn.tls { "https" } else { "http" };
-    headers::set_forwarded(
-        headers,
-        ctx.conn.peer.ip(),
-        &snapshot.config.server.trusted_proxies,
-        proto,
-        original_host,
-    );
+    let forwarded_host = ctx.host.as_ref().and_then(RequestHost::header_value);
+    headers::set_forwarded(headers, peer, from_trusted, proto, forwarded_host);
     headers.insert(&X_REQUEST_ID, ctx.request_id.clone());
-    if let Some(entry) = verified {
-        for ch in &route.config.forward_claims {
-            if let Some(value) = ch.claim.lookup(&entry.claims.claims) {
-                let rendered = claims::header_value(value)
-                    .map_err(|_| Denial::InvalidToken(Reason::Malformed))?;
-                headers.insert(ch.header.clone(), rendered);
-            }
-        }
+    for (name, value) in verdict.claim_headers {
+        headers.insert(name, value);
     }
     headers.insert(header::HOST, route.config.upstream.host_header.clone());
     parts.uri = uri;
     // HTTP/2 clients arrive as HTTP/2; the upstream pool speaks HTTP/1.1.
-    parts.version = http::Version::HTTP_11;
+    parts.version = Version::HTTP_11;
     Ok(())
-}
-
-fn is_upgrade(parts: &Parts) -> bool {
-    parts.version == http::Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
-        && parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// The upstream sees exactly the matched (normalized) path, after `strip_prefix`.
@@ -375,17 +614,9 @@ async fn forward(
     parts: Parts,
     body: Incoming,
     client_upgrade: Option<OnUpgrade>,
+    identity: Option<Arc<CachedToken>>,
 ) -> Result<Response<ResponseBody>, Denial> {
     let limits = &ctx.snapshot.config.server.limits;
-    if parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > limits.max_body_bytes)
-    {
-        return Err(Denial::BodyTooLarge);
-    }
     let (body, outcome) = LimitedBody::new(body, limits.max_body_bytes);
     let upstream_started = Instant::now();
     let result = gateway
@@ -411,7 +642,11 @@ async fn forward(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(splice_upgraded(client_upgrade, upstream_upgrade));
+            let lifetime = identity.map(|identity| TunnelLifetime {
+                identity,
+                revocations: gateway.revocations.clone(),
+            });
+            tokio::spawn(splice_upgraded(client_upgrade, upstream_upgrade, lifetime));
             return Ok(response.map(Either::Right));
         }
     }
@@ -419,14 +654,67 @@ async fn forward(
     Ok(response.map(Either::Right))
 }
 
-/// Copies bytes both ways once client and upstream have both switched protocols.
-async fn splice_upgraded(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// How long an authenticated tunnel may live: no longer than its token, which may be revoked
+/// while the tunnel is open.
+struct TunnelLifetime {
+    identity: Arc<CachedToken>,
+    revocations: Arc<Revocations>,
+}
+
+impl TunnelLifetime {
+    /// Resolves when the token expires or is revoked.
+    async fn ended(self) {
+        let mut changes = self.revocations.subscribe();
+        let expiry = async {
+            match self.identity.claims.exp {
+                Some(exp) => {
+                    let left = (exp - unix_now()).max(0.0);
+                    tokio::time::sleep(Duration::from_secs_f64(left)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        loop {
+            // A revocation may have landed between the verdict and the switch.
+            if self.revocations.is_revoked(&self.identity.claims) {
+                return;
+            }
+            tokio::select! {
+                () = &mut expiry => return,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // The list is gone with the gateway; only expiry is left to wait for.
+                        return (&mut expiry).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies bytes both ways once client and upstream have both switched protocols, until either
+/// side closes or the token's lifetime ends.
+async fn splice_upgraded(client: OnUpgrade, upstream: OnUpgrade, lifetime: Option<TunnelLifetime>) {
     let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
         return;
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    match lifetime {
+        None => {
+            let _ = copy.await;
+        }
+        Some(lifetime) => {
+            tokio::select! {
+                _ = copy => {}
+                () = lifetime.ended() => {
+                    tracing::info!("closing a WebSocket tunnel: its token expired or was revoked");
+                }
+            }
+        }
+    }
 }
 
 /// Stamps the response, counts it and writes the access-log line.
@@ -439,14 +727,23 @@ fn finish(ctx: &RequestCtx, mut response: Response<ResponseBody>) -> Response<Re
             headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
-    let route_metrics = ctx.route().map_or(&ctx.snapshot.unrouted, |r| &r.metrics);
+    let route = ctx.route();
+    let route_metrics = route.map_or(&ctx.snapshot.unrouted, |r| &r.metrics);
     let elapsed = ctx.started.elapsed().as_secs_f64();
     route_metrics.count_response(status);
     route_metrics.duration.observe(elapsed);
+    match ctx.decision {
+        Some(Reason::Ok) => route_metrics.allow(),
+        Some(reason) => route_metrics.deny(reason),
+        None => {}
+    }
+    if matches!(ctx.denial, Some(Denial::RateLimited { .. })) {
+        route_metrics.rate_limited.inc();
+    }
     tracing::info!(
         target: "access",
         client = %ctx.conn.peer.ip(),
-        route = ctx.route().map_or("none", |r| r.name()),
+        route = route.map_or("none", Route::name),
         method = %ctx.method,
         path = ctx.path.as_deref().unwrap_or(""),
         status,

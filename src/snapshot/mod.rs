@@ -13,7 +13,7 @@ use crate::config::{Config, RouteAuth};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::tls::{self, TlsError};
 
-pub use routes::{request_host, Route, RouteTable};
+pub use routes::{Route, RouteMiss, RouteTable};
 
 /// Everything a request reads, built together from one config so a reload never mixes two.
 pub struct Snapshot {
@@ -54,17 +54,16 @@ pub fn build(
     let routes = config
         .routes
         .iter()
-        .map(|rc| Route {
-            providers: match &rc.auth {
+        .map(|rc| {
+            let trusted = match &rc.auth {
                 RouteAuth::Anonymous => Vec::new(),
                 RouteAuth::Protected(auth) => auth
                     .providers
                     .iter()
                     .map(|&i| providers[i].clone())
                     .collect(),
-            },
-            metrics: metrics.route(&rc.name),
-            config: rc.clone(),
+            };
+            Route::new(rc.clone(), trusted, metrics.route(&rc.name))
         })
         .collect();
     let mut injected_headers: Vec<HeaderName> = Vec::new();
@@ -86,7 +85,7 @@ pub fn build(
         None => (None, None),
     };
     Ok(Snapshot {
-        routes: RouteTable::new(routes),
+        routes: RouteTable::new(routes, config.server.path),
         providers,
         injected_headers,
         unrouted: metrics.route("none"),

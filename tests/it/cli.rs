@@ -294,7 +294,10 @@ async fn check_request_explains_the_decision_without_the_signature() {
 
     let other_key = TestKey::p256("k1");
     let bad_sig = explain(other_key.mint("ES256", &claims(&issuer.iss(), "orders-api"))).await;
-    assert!(bad_sig.contains("[FAIL] signature"), "{bad_sig}");
+    assert!(
+        bad_sig.contains("[FAIL] authenticate: bad_signature"),
+        "{bad_sig}"
+    );
     assert!(bad_sig.contains("result: 401"), "{bad_sig}");
 
     let out = gateway_cmd(&[

@@ -526,14 +526,16 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
         "only the HTTP/1.0 one passed"
     );
 
-    // HTTP/2: `:authority` and a `host` header that disagree route by `:authority`.
-    let h2 = H2Conn::open(stack.gw.addr).await;
+    // HTTP/2: `:authority` and a `host` header that disagree are a malformed request (RFC 9113
+    // 8.3.1), whichever way round; one that agrees routes by it.
+    let before_open = stack.open.requests();
+    let mut h2 = H2Conn::open(stack.gw.addr).await;
     h2.send(headers_frame(
         1,
         &request_block(
             "GET",
             "www.example.com",
-            "/api/h2",
+            "/api/h2-conflict",
             &[("host", "api.example.com")],
         ),
         true,
@@ -543,6 +545,16 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
         &request_block(
             "GET",
             "api.example.com",
+            "/api/h2-conflict",
+            &[("host", "www.example.com")],
+        ),
+        true,
+    ));
+    h2.send(headers_frame(
+        5,
+        &request_block(
+            "GET",
+            "www.example.com",
             "/api/h2",
             &[("host", "www.example.com")],
         ),
@@ -556,6 +568,15 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
             .any(|s| s.path_and_query == "/api/h2"))
         .await
     );
+    let _ = h2
+        .drain(Duration::from_millis(200), Duration::from_secs(2))
+        .await;
+    assert_eq!(
+        stack.open.requests(),
+        before_open + 1,
+        "only the consistent stream passed"
+    );
+    assert!(!stack.open_paths().contains(&"/api/h2-conflict".to_string()));
     let h2_seen = stack
         .open
         .all()

@@ -326,6 +326,9 @@ enum Backend {
 /// The gateway's revocations: the local view every request reads, and the backend behind it.
 pub struct Revocations {
     list: ArcSwap<RevocationList>,
+    /// Bumped on every change of `list`, so long-lived holders of a token (WebSocket tunnels)
+    /// re-check it at once instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
     backend: Backend,
     gauge: IntGauge,
     metrics: Arc<Metrics>,
@@ -351,6 +354,7 @@ impl Revocations {
         let gauge = metrics.revocations(label);
         let revocations = Revocations {
             list: ArcSwap::from_pointee(RevocationList::new(entries)),
+            changes: tokio::sync::watch::Sender::new(0),
             backend,
             gauge,
             metrics,
@@ -410,8 +414,16 @@ impl Revocations {
         }
     }
 
+    /// Tells the gauge and every subscriber that the list changed.
     fn publish_count(&self) {
         self.gauge.set(self.list.load().len() as i64);
+        self.changes
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// Wakes on every change of the revocation list.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn replace(&self, list: RevocationList) {

@@ -195,7 +195,7 @@ fn check_prefix(prefix: &str, path: &str, errors: &mut Errors) {
         errors.push(path, "must start with '/'");
         return;
     }
-    match crate::path::normalize_path(prefix) {
+    match crate::path::normalize_path(prefix, crate::path::PathPolicy::default()) {
         Ok(n) if n == prefix => {}
         Ok(n) => errors.push(
             path,
