@@ -151,3 +151,125 @@ routes:
     );
     gw.stop().await;
 }
+
+/// Reads until the gateway closes the tunnel; returns how long after `since` that was, or
+/// panics when it stays open past `limit`.
+async fn closed_within(
+    stream: &mut TcpStream,
+    since: std::time::Instant,
+    limit: Duration,
+) -> Duration {
+    let mut buf = [0u8; 64];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return since.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the tunnel was still open {limit:?} later"),
+        }
+    }
+}
+
+fn private_ws_yaml(issuer: &crate::support::Issuer, upstream: &Upstream) -> String {
+    format!(
+        r#"
+server:
+  insecure_plaintext: true
+{providers}
+routes:
+  - name: private-ws
+    match: {{ path_prefix: /ws }}
+    upstream: "{up}"
+    auth: {{ providers: [test] }}
+"#,
+        providers = providers_yaml(issuer),
+        up = upstream.url()
+    )
+}
+
+/// A tunnel is authenticated once, at the handshake: it must not outlive its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnel_closes_when_its_token_expires() {
+    let (issuer, key) = es256_issuer().await;
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&private_ws_yaml(&issuer, &upstream)).await;
+    let mut c = claims(&issuer.iss(), "orders-api");
+    let exp = crate::support::now() + 2;
+    c["exp"] = serde_json::json!(exp);
+    let token = key.mint("ES256", &c);
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (head, mut stream) = upgrade(gw.addr, &handshake("/ws", &auth)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo_round_trip(&mut stream, b"before exp").await;
+    let started = std::time::Instant::now();
+    let open_for = closed_within(&mut stream, started, Duration::from_secs(6)).await;
+    // `exp` is whole seconds, so it lies 1-2 s after the handshake; closing came within a second
+    // of it.
+    assert!(
+        open_for >= Duration::from_millis(900),
+        "closed too early: {open_for:?}"
+    );
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now_unix - exp as f64 <= 1.0,
+        "closed {}s after exp",
+        now_unix - exp as f64
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnel_closes_when_its_token_is_revoked() {
+    use jwt_gateway::auth::revocation::Rule;
+    let (issuer, key) = es256_issuer().await;
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&private_ws_yaml(&issuer, &upstream)).await;
+    let keep = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let mut c = claims(&issuer.iss(), "orders-api");
+    c["jti"] = serde_json::json!("revoke-me");
+    let doomed = key.mint("ES256", &c);
+    let (_, mut kept) = upgrade(
+        gw.addr,
+        &handshake("/ws", &format!("Authorization: Bearer {keep}\r\n")),
+    )
+    .await;
+    let (head, mut stream) = upgrade(
+        gw.addr,
+        &handshake("/ws", &format!("Authorization: Bearer {doomed}\r\n")),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo_round_trip(&mut stream, b"before the revocation").await;
+    let started = std::time::Instant::now();
+    gw.gateway
+        .revocations
+        .add(Rule::Jti {
+            jti: "revoke-me".into(),
+            exp: crate::support::now() as i64 + 3600,
+            iss: None,
+        })
+        .await
+        .expect("revoked");
+    let took = closed_within(&mut stream, started, Duration::from_secs(3)).await;
+    assert!(
+        took <= Duration::from_secs(1),
+        "closed {took:?} after the revocation"
+    );
+    echo_round_trip(&mut kept, b"another token's tunnel stays").await;
+    // And the revoked token cannot open a new one.
+    let (head, _) = upgrade(
+        gw.addr,
+        &handshake("/ws", &format!("Authorization: Bearer {doomed}\r\n")),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert_eq!(
+        upstream.requests(),
+        2,
+        "the refused handshake reached no upstream"
+    );
+    gw.stop().await;
+}
