@@ -169,8 +169,9 @@ pub enum Denial {
     BadRequest(BadRequest),
     NoRoute,
     UnsafePath,
-    /// The path matched one route as written and a protected other one once case-folded.
-    CaseConflict,
+    /// The path matched one route as written and a protected other one as an upstream that
+    /// ignores case or drops `;` parameters would read it.
+    AmbiguousPath,
     /// Two Authorization headers, a malformed one, or a token over `max_token_bytes`.
     BadAuthorization,
     NoToken,
@@ -197,7 +198,7 @@ impl Denial {
             Denial::NoRoute => StatusCode::NOT_FOUND,
             Denial::BadRequest(_)
             | Denial::UnsafePath
-            | Denial::CaseConflict
+            | Denial::AmbiguousPath
             | Denial::BadAuthorization
             | Denial::MalformedBody => StatusCode::BAD_REQUEST,
             Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -222,7 +223,7 @@ impl Denial {
             Denial::BadRequest(_)
             | Denial::NoRoute
             | Denial::UnsafePath
-            | Denial::CaseConflict
+            | Denial::AmbiguousPath
             | Denial::RateLimited { .. }
             | Denial::HeadersTooLarge
             | Denial::BodyTooLarge
@@ -266,9 +267,9 @@ impl Denial {
                 "invalid_path",
                 "the request path cannot be normalized safely"
             ),
-            Denial::CaseConflict => text!(
+            Denial::AmbiguousPath => text!(
                 "invalid_path",
-                "the request path names a protected route in another letter case"
+                "the request path names a protected route when read without case or parameters"
             ),
             Denial::BadAuthorization => text!(
                 "invalid_request",
@@ -315,7 +316,7 @@ impl Denial {
             Denial::BadRequest(_) | Denial::MalformedBody => true,
             Denial::NoRoute
             | Denial::UnsafePath
-            | Denial::CaseConflict
+            | Denial::AmbiguousPath
             | Denial::BadAuthorization
             | Denial::NoToken
             | Denial::InvalidToken(_)
@@ -372,7 +373,7 @@ mod tests {
             (Denial::BadRequest(BadRequest::InvalidHost), 400, None),
             (Denial::BadRequest(BadRequest::ConflictingHost), 400, None),
             (Denial::BadRequest(BadRequest::UnderscoreHeader), 400, None),
-            (Denial::CaseConflict, 400, None),
+            (Denial::AmbiguousPath, 400, None),
             (Denial::NoRoute, 404, None),
             (Denial::NoToken, 401, Some(r#"Bearer realm="jwt-gateway""#)),
             (

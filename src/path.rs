@@ -44,6 +44,8 @@ pub enum UnsafePath {
     NonAscii,
     /// `//` with `merge_slashes: false`: an upstream that merges slashes would read another path.
     EmptySegment,
+    /// A segment that is only `;` parameters (`/;x/admin`), before the last one.
+    ParamsOnlySegment,
 }
 
 impl UnsafePath {
@@ -60,6 +62,7 @@ impl UnsafePath {
             UnsafePath::BadPercentEncoding => "bad_percent_encoding",
             UnsafePath::NonAscii => "non_ascii",
             UnsafePath::EmptySegment => "empty_segment",
+            UnsafePath::ParamsOnlySegment => "params_only_segment",
         }
     }
 }
@@ -133,6 +136,11 @@ pub fn normalize_path(raw: &str, policy: PathPolicy) -> Result<String, UnsafePat
         }
         let dot_segment = match classify(segment.strip_prefix('/').unwrap_or(segment)) {
             Segment::Normal => false,
+            // Empty once a servlet container drops its parameters, and then merged away:
+            // `/;/admin` would be `/admin` upstream while routing saw a first segment `;`. As
+            // the last segment it is only a trailing slash, which matches the same prefixes.
+            Segment::ParamsOnly if !last => return Err(UnsafePath::ParamsOnlySegment),
+            Segment::ParamsOnly => false,
             Segment::Dot => {
                 out.truncate(seg_start);
                 true
@@ -179,6 +187,28 @@ pub fn prefix_matches(path: &str, prefix: &str) -> bool {
     }
 }
 
+/// A normalized path without its `;` parameters (`/a;x/b` is `/a/b`), as servlet containers and
+/// others read it before mapping; `%3B` counts as `;` for upstreams that decode first. Borrows
+/// when there are none.
+#[must_use]
+pub fn strip_params(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') && !path.contains("%3B") {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/').skip(1) {
+        let end = segment
+            .find(';')
+            .into_iter()
+            .chain(segment.find("%3B"))
+            .min()
+            .unwrap_or(segment.len());
+        out.push('/');
+        out.push_str(&segment[..end]);
+    }
+    Cow::Owned(out)
+}
+
 /// A normalized path with its ASCII letters lower-cased, escapes kept in their canonical
 /// upper-case form (`%3B` must still end a segment), as a case-insensitive upstream reads it.
 /// Borrows when there is nothing to fold, which is most paths.
@@ -211,6 +241,8 @@ pub fn fold_case(path: &str) -> Cow<'_, str> {
 
 enum Segment {
     Normal,
+    /// `;x` with no name before the parameters: empty to an upstream that drops them.
+    ParamsOnly,
     Dot,
     DotDot,
     DotWithParams,
@@ -229,6 +261,7 @@ fn classify(seg: &str) -> Segment {
         | [b'.', b'.', b';', ..]
         | [b'.', b'%', b'3', b'B', ..]
         | [b'.', b'.', b'%', b'3', b'B', ..] => Segment::DotWithParams,
+        [b';', ..] | [b'%', b'3', b'B', ..] => Segment::ParamsOnly,
         _ => Segment::Normal,
     }
 }
@@ -370,8 +403,8 @@ mod tests {
             ("/a;b/c", "/a;b/c"),
             ("/a;b", "/a;b"),
             ("/;", "/;"),
-            ("/;/a", "/;/a"),
             ("/a/;x", "/a/;x"),
+            ("/a/%3Bx", "/a/%3Bx"),
             ("/...;x", "/...;x"),
             ("/.a;x", "/.a;x"),
             // other visible ASCII passes untouched
@@ -453,6 +486,12 @@ mod tests {
             ("/..%3B/", DotSegmentParams),
             ("/.%3Bx", DotSegmentParams),
             ("/%2e%2e%3b/a", DotSegmentParams),
+            // segments that are only parameters, before the last
+            ("/;/a", ParamsOnlySegment),
+            ("/;x/admin", ParamsOnlySegment),
+            ("/a/;/b", ParamsOnlySegment),
+            ("/a/%3bx/b", ParamsOnlySegment),
+            ("/;x/../admin", ParamsOnlySegment),
             // broken escapes
             ("/%", BadPercentEncoding),
             ("/%a", BadPercentEncoding),
@@ -502,6 +541,7 @@ mod tests {
             BadPercentEncoding,
             NonAscii,
             EmptySegment,
+            ParamsOnlySegment,
         ];
         let mut labels: Vec<&str> = all.iter().map(|e| e.as_str()).collect();
         for l in &labels {
@@ -620,6 +660,21 @@ mod tests {
     }
 
     #[test]
+    fn stripping_drops_parameters_of_every_segment() {
+        for (path, want) in [
+            ("/a/b", "/a/b"),
+            ("/a;x/b", "/a/b"),
+            ("/a%3Bx/b;y=1", "/a/b"),
+            ("/a;x%3By/b", "/a/b"),
+            ("/a/;x", "/a/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(strip_params(path), want, "{path:?}");
+        }
+        assert!(matches!(strip_params("/plain/path"), Cow::Borrowed(_)));
+    }
+
+    #[test]
     fn folding_lowers_letters_but_not_escapes() {
         let cases = [
             ("/admin", "/admin"),
@@ -694,6 +749,9 @@ mod tests {
             let has_params = seg.len() != name.len();
             if (name == "." || name == "..") && has_params {
                 return Err(UnsafePath::DotSegmentParams);
+            }
+            if name.is_empty() && has_params && !last {
+                return Err(UnsafePath::ParamsOnlySegment);
             }
             if seg == ".." {
                 stack.pop().ok_or(UnsafePath::AboveRoot)?;

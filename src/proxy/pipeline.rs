@@ -290,13 +290,14 @@ pub async fn judge(
         Err(miss) => {
             ctx.narrate(|| match miss {
                 RouteMiss::NoRoute => "[FAIL] no route matches".into(),
-                RouteMiss::CaseConflict => {
-                    "[FAIL] the path is a protected route's in another letter case".into()
+                RouteMiss::Ambiguous => {
+                    "[FAIL] the path is a protected route's when read without case or parameters"
+                        .into()
                 }
             });
             return Err(match miss {
                 RouteMiss::NoRoute => Denial::NoRoute,
-                RouteMiss::CaseConflict => Denial::CaseConflict,
+                RouteMiss::Ambiguous => Denial::AmbiguousPath,
             });
         }
     };
