@@ -5,12 +5,139 @@
 //! and asserts what the server *resolved* (nginx's `$uri` and location, WSGI's `PATH_INFO` and
 //! `HTTP_*` keys, the servlet mapping and path) and that every refusal reached no upstream.
 
-use crate::support::real_upstreams::RealUpstream;
+use crate::proxy::{es256_issuer, providers_yaml, raw, RawResponse};
+use crate::support::real_upstreams::{RealUpstream, Resolved};
+use crate::support::{claims, Issuer, TestGateway, TestKey};
+
+/// The challenge of a protected route asked without a token.
+const NO_TOKEN_CHALLENGE: &str = r#"Bearer realm="jwt-gateway""#;
+
+/// The gateway with one provider (`test`, see `providers_yaml`) and a key to mint its tokens.
+struct Stack {
+    gw: TestGateway,
+    issuer: Issuer,
+    key: TestKey,
+}
+
+impl Stack {
+    /// `server` lines go under `server:` (after `insecure_plaintext: true`), `routes` under
+    /// `routes:`; both are indented YAML text.
+    async fn start(server: &str, routes: &str) -> Stack {
+        let (issuer, key) = es256_issuer().await;
+        let gw = TestGateway::start(&format!(
+            "server:\n  insecure_plaintext: true\n{server}\n{providers}routes:\n{routes}",
+            providers = providers_yaml(&issuer),
+        ))
+        .await;
+        Stack { gw, issuer, key }
+    }
+
+    /// A valid token for `alice` with realm roles `roles`.
+    fn token(&self, roles: &[&str]) -> String {
+        let mut c = claims(&self.issuer.iss(), "orders-api");
+        c["realm_access"]["roles"] = serde_json::json!(roles);
+        self.key.mint("ES256", &c)
+    }
+
+    /// Sends `request` and asserts the gateway answered `status` itself: `upstream` recorded
+    /// nothing.
+    async fn refused(
+        &self,
+        upstream: &RealUpstream,
+        request: &str,
+        status: u16,
+        what: &str,
+    ) -> RawResponse {
+        let before = upstream.requests();
+        let r = raw(self.gw.addr, request).await;
+        assert_eq!(r.status, status, "{what}: {r:?}");
+        assert_eq!(
+            upstream.requests(),
+            before,
+            "{what}: a refusal never reaches the upstream"
+        );
+        r
+    }
+
+    /// Sends `request`, asserts a 200 and exactly one new request at `upstream`, and returns
+    /// what the upstream resolved.
+    async fn forwarded(&self, upstream: &RealUpstream, request: &str, what: &str) -> Resolved {
+        let before = upstream.requests();
+        let r = raw(self.gw.addr, request).await;
+        assert_eq!(r.status, 200, "{what}: {r:?}");
+        let mut seen = upstream.seen();
+        assert_eq!(seen.len(), before + 1, "{what}: one request upstream");
+        seen.pop().expect("one more record")
+    }
+}
 
 /// `GET target` with `Host: host`, `Connection: close` and `extra` header lines.
 fn get(target: &str, host: &str, extra: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n")
 }
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// A guarded `/admin` (a token with role `admin`; forwards `sub` as `X-Auth-Subject`) and an
+/// anonymous catch-all, both to `upstream`: the shape of config the issue's bypasses walk around.
+fn admin_and_catch_all(upstream: &str) -> String {
+    format!(
+        r#"  - name: admin
+    match: {{ path_prefix: /admin }}
+    upstream: "{upstream}"
+    auth:
+      providers: [test]
+      require:
+        - claim: realm_access.roles
+          any_of: [admin]
+    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
+  - name: open
+    match: {{ path_prefix: / }}
+    upstream: "{upstream}"
+    auth: anonymous
+"#
+    )
+}
+
+/// Paths drawn from the hostile alphabet (`/`, `.`, `;`, `%`, case, `\`) around `/admin`.
+const HOSTILE_ADMIN_PATHS: &[&str] = &[
+    "/admin",
+    "/admin/",
+    "/admin/x",
+    "//admin",
+    "///admin",
+    "//admin//x",
+    "/admin//x",
+    "/x/../admin",
+    "/x/..//admin",
+    "/x//..//admin",
+    "/./admin",
+    "/.//admin",
+    "//./admin",
+    "/%2e/admin",
+    "/x/%2e%2e/admin",
+    "/x/%2E%2E//admin",
+    "/%61dmin",
+    "/adm%69n/x",
+    "//%61dmin",
+    "/admin;x",
+    "/admin;x/y",
+    "/admin%3bx",
+    "/admin%3B/y",
+    "/ADMIN",
+    "/Admin/x",
+    "/aDmIn",
+    "/%41dmin",
+    "/administrator",
+    "/x/admin",
+    "/%2fadmin",
+    "/admin%2f",
+    "/x%2f..%2fadmin",
+    "/\\admin",
+    "/admin\\x",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_real_upstream_serves_the_bypasses_when_nothing_stands_in_front() {
@@ -73,4 +200,298 @@ async fn each_real_upstream_serves_the_bypasses_when_nothing_stands_in_front() {
             "Tomcat {target}"
         );
     }
+}
+
+/// Default `server.path.merge_slashes: true`: `//admin` is `/admin` for routing and upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_slashes_are_judged_and_forwarded_as_nginx_resolves_them() {
+    let nginx = RealUpstream::nginx();
+    let stack = Stack::start("", &admin_and_catch_all(&nginx.url())).await;
+    let token = stack.token(&["admin"]);
+    let host = "api.example.com";
+    let cases = [
+        ("//admin", "/admin"),
+        ("///admin", "/admin"),
+        ("/x/..//admin", "/admin"),
+        ("//admin//x", "/admin/x"),
+        ("http://api.example.com//admin", "/admin"),
+        ("http://api.example.com/x/..//admin", "/admin"),
+    ];
+    for (target, merged) in cases {
+        let r = stack
+            .refused(&nginx, &get(target, host, ""), 401, target)
+            .await;
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(NO_TOKEN_CHALLENGE),
+            "{target}"
+        );
+        let seen = stack
+            .forwarded(&nginx, &get(target, host, &bearer(&token)), target)
+            .await;
+        assert_eq!(
+            seen.target, merged,
+            "{target}: the upstream gets the merged path"
+        );
+        assert_eq!(
+            (seen.handler.as_str(), seen.path.as_str()),
+            ("admin", merged),
+            "{target}"
+        );
+        assert_eq!(seen.header("x-auth-subject"), Some("alice"), "{target}");
+    }
+}
+
+/// `server.path.merge_slashes: false`: a path holding `//` (also after dot segments are
+/// resolved, and in the absolute form) is refused, never routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmerged_slashes_are_refused_before_nginx_sees_them() {
+    let nginx = RealUpstream::nginx();
+    let stack = Stack::start(
+        "  path: { merge_slashes: false }",
+        &admin_and_catch_all(&nginx.url()),
+    )
+    .await;
+    let token = stack.token(&["admin"]);
+    for target in [
+        "//admin",
+        "/x/..//admin",
+        "/admin//x",
+        "/x//",
+        "http://api.example.com//admin",
+    ] {
+        for auth in [String::new(), bearer(&token)] {
+            let r = stack
+                .refused(&nginx, &get(target, "api.example.com", &auth), 400, target)
+                .await;
+            assert_eq!(
+                r.header("www-authenticate"),
+                None,
+                "{target}: an unsafe path"
+            );
+        }
+    }
+    // Paths without an empty segment are routed as before.
+    let seen = stack
+        .forwarded(&nginx, &get("/admin/x", "a", &bearer(&token)), "/admin/x")
+        .await;
+    assert_eq!(
+        (seen.handler.as_str(), seen.path.as_str()),
+        ("admin", "/admin/x")
+    );
+    let seen = stack.forwarded(&nginx, &get("/x", "a", ""), "/x").await;
+    assert_eq!(
+        (seen.handler.as_str(), seen.path.as_str()),
+        ("default", "/x")
+    );
+}
+
+/// For every hostile path, the gateway either refuses it (nothing reaches nginx) or forwards it
+/// anonymously to a location nginx does not guard: what was judged is what nginx executes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_hostile_path_reaches_the_nginx_admin_location_anonymously() {
+    let nginx = RealUpstream::nginx();
+    for case_insensitive in [false, true] {
+        let stack = Stack::start(
+            &format!("  path: {{ case_insensitive: {case_insensitive} }}"),
+            &admin_and_catch_all(&nginx.url()),
+        )
+        .await;
+        let mut failures = Vec::new();
+        for target in HOSTILE_ADMIN_PATHS {
+            let before = nginx.requests();
+            let r = raw(stack.gw.addr, get(target, "api.example.com", "")).await;
+            let seen = nginx.seen();
+            let reached: Vec<&Resolved> = seen[before..].iter().collect();
+            let ok = match (r.status, reached.as_slice()) {
+                (400 | 401, []) => true,
+                (200, [one]) => one.handler == "default",
+                _ => false,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{target:?}: status {}, nginx saw {reached:?}",
+                    r.status
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "case_insensitive: {case_insensitive}\n{}",
+            failures.join("\n")
+        );
+    }
+}
+
+/// Default `server.path.case_insensitive: false`: a path that only case-folded would match the
+/// guarded prefix is refused (400, no challenge), never served by the anonymous route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_variants_of_a_guarded_prefix_are_refused_by_default() {
+    let nginx = RealUpstream::nginx();
+    let stack = Stack::start("", &admin_and_catch_all(&nginx.url())).await;
+    for target in ["/ADMIN", "/Admin/x", "/aDmIn;x", "//ADMIN"] {
+        let r = stack
+            .refused(&nginx, &get(target, "api.example.com", ""), 400, target)
+            .await;
+        assert_eq!(r.header("www-authenticate"), None, "{target}");
+    }
+    // Not a case variant of the guarded prefix: served anonymously.
+    let seen = stack
+        .forwarded(&nginx, &get("/Administrator", "a", ""), "/Administrator")
+        .await;
+    assert_eq!(
+        (seen.handler.as_str(), seen.path.as_str()),
+        ("default", "/Administrator")
+    );
+}
+
+/// `server.path.case_insensitive: true`: case variants are judged by the guarded route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_variants_are_judged_by_the_guarded_route_when_case_insensitive() {
+    let nginx = RealUpstream::nginx();
+    let stack = Stack::start(
+        "  path: { case_insensitive: true }",
+        &admin_and_catch_all(&nginx.url()),
+    )
+    .await;
+    let token = bearer(&stack.token(&["admin"]));
+    for target in ["/ADMIN", "/Admin/x"] {
+        let r = stack
+            .refused(&nginx, &get(target, "api.example.com", ""), 401, target)
+            .await;
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(NO_TOKEN_CHALLENGE),
+            "{target}"
+        );
+        let seen = stack
+            .forwarded(&nginx, &get(target, "api.example.com", &token), target)
+            .await;
+        assert_eq!(
+            seen.header("x-auth-subject"),
+            Some("alice"),
+            "{target}: injected by the admin route alone"
+        );
+    }
+}
+
+/// `path_prefix: /secure/`, written with the trailing `/` the gateway trims at load (a token;
+/// forwards `sub` as `X-Auth-Subject`), and an anonymous catch-all, both to `upstream`.
+fn secure_and_catch_all(upstream: &str) -> String {
+    format!(
+        r#"  - name: secure
+    match: {{ path_prefix: /secure/ }}
+    upstream: "{upstream}"
+    auth: {{ providers: [test] }}
+    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
+  - name: open
+    match: {{ path_prefix: / }}
+    upstream: "{upstream}"
+    auth: anonymous
+"#
+    )
+}
+
+/// A `path_prefix` written with a trailing `/` guards the prefix without it, so Tomcat's view of
+/// `/secure;jsessionid=x/data` (the `/secure/*` servlet) is judged by the guarded route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servlet_path_parameters_are_judged_by_the_guarded_prefix() {
+    let tomcat = RealUpstream::tomcat();
+    let stack = Stack::start("", &secure_and_catch_all(&tomcat.url())).await;
+    let host = "api.example.com";
+    for target in [
+        "/secure",
+        "/secure/data",
+        "/secure;jsessionid=x/data",
+        "/secure;/data",
+        "/secure%3B/data",
+        "/secure%3b/data",
+    ] {
+        let r = stack
+            .refused(&tomcat, &get(target, host, ""), 401, target)
+            .await;
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(NO_TOKEN_CHALLENGE),
+            "{target}"
+        );
+    }
+
+    // With a token: the parameters travel, and Tomcat maps the request to `/secure/*`.
+    let token = stack.token(&[]);
+    let seen = stack
+        .forwarded(
+            &tomcat,
+            &get("/secure;jsessionid=x/data", host, &bearer(&token)),
+            "with a token",
+        )
+        .await;
+    assert_eq!(
+        (
+            seen.handler.as_str(),
+            seen.path.as_str(),
+            seen.target.as_str()
+        ),
+        ("secure", "/secure/data", "/secure;jsessionid=x/data")
+    );
+    assert_eq!(seen.header("x-auth-subject"), Some("alice"));
+    // `%3B` stays encoded (it is reserved); Tomcat decodes it into the segment name.
+    let seen = stack
+        .forwarded(
+            &tomcat,
+            &get("/secure%3B/data", host, &bearer(&token)),
+            "%3B",
+        )
+        .await;
+    assert_eq!(
+        (
+            seen.handler.as_str(),
+            seen.path.as_str(),
+            seen.target.as_str()
+        ),
+        ("catch-all", "/secure;/data", "/secure%3B/data")
+    );
+    assert_eq!(seen.header("x-auth-subject"), Some("alice"));
+}
+
+/// For every hostile path around the guarded `/secure`, the gateway either refuses it (nothing
+/// reaches Tomcat) or forwards it anonymously to a servlet other than `/secure/*`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_hostile_path_reaches_the_tomcat_secure_servlet_anonymously() {
+    let tomcat = RealUpstream::tomcat();
+    let stack = Stack::start("", &secure_and_catch_all(&tomcat.url())).await;
+    let host = "api.example.com";
+    let mut failures = Vec::new();
+    for target in [
+        "/secure;x",
+        "/secure;a=b;c=d/data",
+        "/secure%3Bjsessionid=x/data",
+        "//secure/data",
+        "/x/..//secure/data",
+        "/x/../secure;x/data",
+        "/sec%75re/data",
+        "/SECURE/data",
+        "/Secure;x/data",
+        "/securex/data",
+        "/secure.;/data",
+        "/secure/..;/x",
+        "/x/..;/secure/data",
+    ] {
+        let before = tomcat.requests();
+        let r = raw(stack.gw.addr, get(target, host, "")).await;
+        let seen = tomcat.seen();
+        let reached: Vec<&Resolved> = seen[before..].iter().collect();
+        let ok = match (r.status, reached.as_slice()) {
+            (400 | 401, []) => true,
+            (200, [one]) => one.handler == "catch-all",
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!(
+                "{target:?}: status {}, Tomcat saw {reached:?}",
+                r.status
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
