@@ -5,7 +5,7 @@
 //! and asserts what the server *resolved* (nginx's `$uri` and location, WSGI's `PATH_INFO` and
 //! `HTTP_*` keys, the servlet mapping and path) and that every refusal reached no upstream.
 
-use crate::proxy::{es256_issuer, providers_yaml, raw, RawResponse};
+use crate::proxy::{es256_issuer, providers_yaml, public_and_api_routes, raw, RawResponse};
 use crate::support::real_upstreams::{RealUpstream, Resolved};
 use crate::support::{claims, Issuer, TestGateway, TestKey};
 
@@ -36,6 +36,13 @@ impl Stack {
     fn token(&self, roles: &[&str]) -> String {
         let mut c = claims(&self.issuer.iss(), "orders-api");
         c["realm_access"]["roles"] = serde_json::json!(roles);
+        self.key.mint("ES256", &c)
+    }
+
+    /// A valid token without `sub`: a route forwarding `sub` has no value to inject.
+    fn token_without_sub(&self) -> String {
+        let mut c = claims(&self.issuer.iss(), "orders-api");
+        c.as_object_mut().expect("claims object").remove("sub");
         self.key.mint("ES256", &c)
     }
 
@@ -494,4 +501,337 @@ async fn no_hostile_path_reaches_the_tomcat_secure_servlet_anonymously() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Header lines a client sends to forge the gateway's verdict through a CGI-style name mapping.
+const UNDERSCORE_FORGERIES: &str = "X_Auth_Subject: admin\r\n\
+     x_auth_subject: admin\r\n\
+     X-Auth_Subject: admin\r\n\
+     X_Forwarded_For: 1.2.3.4\r\n";
+
+/// Default `server.headers_with_underscores: drop`: wsgiref never reads a forged identity or
+/// forwarded-for, on an anonymous route nor on a protected one whose token lacks the claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn underscore_headers_are_dropped_before_wsgi_maps_them() {
+    let wsgi = RealUpstream::wsgiref();
+    let routes = format!(
+        "{}    forward: {{ claims: {{ sub: X-Auth-Subject }} }}\n",
+        public_and_api_routes(&wsgi.url())
+    );
+    let stack = Stack::start("", &routes).await;
+    let extra = format!("{UNDERSCORE_FORGERIES}X_Custom_Thing: yes\r\n");
+    let without_sub = bearer(&stack.token_without_sub());
+    for (target, auth) in [("/public/x", ""), ("/api/x", without_sub.as_str())] {
+        let seen = stack
+            .forwarded(
+                &wsgi,
+                &get(target, "api.example.com", &format!("{extra}{auth}")),
+                target,
+            )
+            .await;
+        assert_eq!(seen.header("X-Auth-Subject"), None, "{target}: {seen:?}");
+        assert_eq!(
+            seen.header("X-Forwarded-For"),
+            Some("127.0.0.1"),
+            "{target}: {seen:?}"
+        );
+        assert_eq!(
+            seen.header("X-Custom-Thing"),
+            None,
+            "{target}: dropped like nginx does"
+        );
+    }
+    // With the claim, the subject is the gateway's alone.
+    let auth = bearer(&stack.token(&[]));
+    let seen = stack
+        .forwarded(
+            &wsgi,
+            &get("/api/x", "api.example.com", &format!("{extra}{auth}")),
+            "sub",
+        )
+        .await;
+    assert_eq!(seen.header("X-Auth-Subject"), Some("alice"), "{seen:?}");
+    assert_eq!(
+        seen.header("X-Forwarded-For"),
+        Some("127.0.0.1"),
+        "{seen:?}"
+    );
+}
+
+/// `server.headers_with_underscores: reject`: 400, and wsgiref hears nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn underscore_headers_are_refused_when_configured() {
+    let wsgi = RealUpstream::wsgiref();
+    let stack = Stack::start(
+        "  headers_with_underscores: reject",
+        &public_and_api_routes(&wsgi.url()),
+    )
+    .await;
+    let token = bearer(&stack.token(&[]));
+    for line in UNDERSCORE_FORGERIES.split_inclusive("\r\n") {
+        for (target, auth) in [("/public/x", ""), ("/api/x", token.as_str())] {
+            stack
+                .refused(
+                    &wsgi,
+                    &get(target, "api.example.com", &format!("{line}{auth}")),
+                    400,
+                    &format!("{target} {line:?}"),
+                )
+                .await;
+        }
+    }
+    stack
+        .refused(
+            &wsgi,
+            &get("/public/x", "a", "X_Custom_Thing: yes\r\n"),
+            400,
+            "custom",
+        )
+        .await;
+    // Names without `_` pass as ever.
+    let seen = stack
+        .forwarded(
+            &wsgi,
+            &get("/public/x", "a", "X-Custom-Thing: yes\r\n"),
+            "dashes",
+        )
+        .await;
+    assert_eq!(seen.header("X-Custom-Thing"), Some("yes"));
+}
+
+/// `server.headers_with_underscores: allow`: other names pass, but never one that equals a name
+/// the gateway owns once `_` reads as `-`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_underscore_headers_never_shadow_a_gateway_header() {
+    let wsgi = RealUpstream::wsgiref();
+    let routes = format!(
+        "{}    forward: {{ claims: {{ sub: X-Auth-Subject }} }}\n",
+        public_and_api_routes(&wsgi.url())
+    );
+    let stack = Stack::start("  headers_with_underscores: allow", &routes).await;
+    let extra = format!(
+        "{UNDERSCORE_FORGERIES}X_Custom_Thing: yes\r\nX_Real_IP: 6.6.6.6\r\n\
+         X_Request_Id: forged-id\r\nX_Original_URL: /admin\r\nX_Forwarded_Host: evil.example\r\n"
+    );
+    let without_sub = bearer(&stack.token_without_sub());
+    for (target, auth) in [("/public/x", ""), ("/api/x", without_sub.as_str())] {
+        let request = get(target, "api.example.com", &format!("{extra}{auth}"));
+        let before = wsgi.requests();
+        let r = raw(stack.gw.addr, &request).await;
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+        let seen = wsgi.seen();
+        assert_eq!(seen.len(), before + 1, "{target}");
+        let seen = &seen[before];
+        assert_eq!(
+            seen.header("X-Custom-Thing"),
+            Some("yes"),
+            "{target}: {seen:?}"
+        );
+        assert_eq!(seen.header("X-Auth-Subject"), None, "{target}: {seen:?}");
+        assert_eq!(
+            seen.header("X-Forwarded-For"),
+            Some("127.0.0.1"),
+            "{target}: {seen:?}"
+        );
+        assert_eq!(seen.header("X-Real-IP"), None, "{target}: {seen:?}");
+        assert_eq!(seen.header("X-Original-URL"), None, "{target}: {seen:?}");
+        assert_eq!(
+            seen.header("X-Forwarded-Host"),
+            Some("api.example.com"),
+            "{target}: {seen:?}"
+        );
+        assert_eq!(
+            seen.header("X-Request-Id"),
+            r.header("x-request-id"),
+            "{target}: one request id, the gateway's: {seen:?}"
+        );
+    }
+    let auth = bearer(&stack.token(&[]));
+    let seen = stack
+        .forwarded(
+            &wsgi,
+            &get("/api/x", "api.example.com", &format!("{extra}{auth}")),
+            "sub",
+        )
+        .await;
+    assert_eq!(seen.header("X-Auth-Subject"), Some("alice"), "{seen:?}");
+}
+
+/// Routes by host: `*.corp.test` guarded, `api.example.com` anonymous, and an anonymous
+/// catch-all, all to `upstream`.
+fn host_routes(upstream: &str) -> String {
+    format!(
+        r#"  - name: corp
+    match: {{ host: "*.corp.test", path_prefix: / }}
+    upstream: "{upstream}"
+    auth: {{ providers: [test] }}
+  - name: api
+    match: {{ host: api.example.com, path_prefix: / }}
+    upstream: "{upstream}"
+    auth: anonymous
+  - name: open
+    match: {{ path_prefix: / }}
+    upstream: "{upstream}"
+    auth: anonymous
+"#
+    )
+}
+
+/// `Host` (and an absolute-form authority, which wins over it) must be a reg-name or IP literal
+/// with an optional port: anything that lets routing and the upstream's parser disagree about
+/// the host gets 400, and nginx hears nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_hosts_are_refused_before_nginx_sees_them() {
+    let nginx = RealUpstream::nginx();
+    let stack = Stack::start("", &host_routes(&nginx.url())).await;
+    let mut requests: Vec<(String, String)> = [
+        "b.corp.test:1@a.corp.test",
+        "user@a.corp.test",
+        "evil.test/.corp.test",
+        "a b",
+        "%61.corp.test",
+        "x\\y",
+        "a.corp.test?x",
+        "a.corp.test#x",
+        "",
+        ":8443",
+    ]
+    .iter()
+    .map(|host| (format!("Host: {host:?}"), get("/x", host, "")))
+    .collect();
+    requests.push((
+        "absolute form with userinfo".into(),
+        get("http://b.corp.test:1@a.corp.test/x", "a.corp.test", ""),
+    ));
+    let mut failures = Vec::new();
+    for (what, request) in requests {
+        let before = nginx.requests();
+        let r = raw(stack.gw.addr, &request).await;
+        let reached = nginx.requests() - before;
+        if r.status != 400 || reached != 0 {
+            failures.push(format!("{what}: status {}, nginx saw {reached}", r.status));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// `X-Forwarded-Host` carries the host as routed: lowercased, its port kept if sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_gets_the_routed_host_lowercased_in_x_forwarded_host() {
+    let nginx = RealUpstream::nginx();
+    let stack = Stack::start("", &host_routes(&nginx.url())).await;
+    let token = bearer(&stack.token(&[]));
+    let mut failures = Vec::new();
+    for (host, auth, forwarded) in [
+        ("API.Example.COM:8443", "", "api.example.com:8443"),
+        ("api.example.com", "", "api.example.com"),
+        ("127.0.0.1:8080", "", "127.0.0.1:8080"),
+        ("[::1]:8443", "", "[::1]:8443"),
+        ("A.Corp.Test", token.as_str(), "a.corp.test"),
+    ] {
+        let seen = stack.forwarded(&nginx, &get("/x", host, auth), host).await;
+        if seen.header("x-forwarded-host") != Some(forwarded) {
+            failures.push(format!(
+                "{host}: expected {forwarded:?}, nginx saw {seen:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Client-address and URL headers some frameworks trust: only a trusted proxy may set them.
+const SPOOFABLE_UNLESS_TRUSTED: &[(&str, &str)] = &[
+    ("X-Real-IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.7"),
+    ("CF-Connecting-IP", "6.6.6.8"),
+    ("X-Client-IP", "6.6.6.9"),
+    ("X-Cluster-Client-IP", "6.6.6.10"),
+    ("X-Forwarded-Port", "8443"),
+    ("X-Forwarded-Prefix", "/evil"),
+    ("X-Forwarded-Server", "evil.example"),
+    ("X-Forwarded-Ssl", "on"),
+    ("X-Forwarded-Scheme", "https"),
+    ("X-Original-Host", "evil.example"),
+];
+
+/// Headers that turn a `GET` the gateway judged into another method upstream: never forwarded.
+const METHOD_OVERRIDES: &[(&str, &str)] = &[
+    ("X-HTTP-Method-Override", "DELETE"),
+    ("X-HTTP-Method", "PUT"),
+    ("X-Method-Override", "PATCH"),
+];
+
+fn header_lines(headers: &[(&str, &str)]) -> String {
+    headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect()
+}
+
+/// One gateway in front of nginx (`/nginx`) and wsgiref (`/wsgi`), both anonymous.
+async fn nginx_and_wsgi_stack(server: &str) -> (Stack, RealUpstream, RealUpstream) {
+    let nginx = RealUpstream::nginx();
+    let wsgi = RealUpstream::wsgiref();
+    let routes = format!(
+        r#"  - name: nginx
+    match: {{ path_prefix: /nginx }}
+    upstream: "{nginx}"
+    auth: anonymous
+  - name: wsgi
+    match: {{ path_prefix: /wsgi }}
+    upstream: "{wsgi}"
+    auth: anonymous
+"#,
+        nginx = nginx.url(),
+        wsgi = wsgi.url()
+    );
+    (Stack::start(server, &routes).await, nginx, wsgi)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofable_headers_from_untrusted_clients_never_reach_nginx_or_wsgi() {
+    let (stack, nginx, wsgi) = nginx_and_wsgi_stack("  trusted_proxies: [\"10.0.0.0/8\"]").await;
+    let extra = header_lines(SPOOFABLE_UNLESS_TRUSTED) + &header_lines(METHOD_OVERRIDES);
+    for (target, upstream) in [("/nginx/x", &nginx), ("/wsgi/x", &wsgi)] {
+        let seen = stack
+            .forwarded(upstream, &get(target, "api.example.com", &extra), target)
+            .await;
+        for (name, _) in SPOOFABLE_UNLESS_TRUSTED.iter().chain(METHOD_OVERRIDES) {
+            assert_eq!(seen.header(name), None, "{target}: {name} reached {seen:?}");
+        }
+        assert_eq!(seen.method, "GET");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofable_headers_from_trusted_proxies_reach_nginx_and_wsgi() {
+    let (stack, nginx, wsgi) = nginx_and_wsgi_stack("  trusted_proxies: [\"127.0.0.1/32\"]").await;
+    let extra = header_lines(SPOOFABLE_UNLESS_TRUSTED);
+    for (target, upstream) in [("/nginx/x", &nginx), ("/wsgi/x", &wsgi)] {
+        let seen = stack
+            .forwarded(upstream, &get(target, "api.example.com", &extra), target)
+            .await;
+        for (name, value) in SPOOFABLE_UNLESS_TRUSTED {
+            assert_eq!(
+                seen.header(name),
+                Some(*value),
+                "{target}: {name} in {seen:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_override_headers_never_reach_nginx_or_wsgi_even_from_trusted_proxies() {
+    let (stack, nginx, wsgi) = nginx_and_wsgi_stack("  trusted_proxies: [\"127.0.0.1/32\"]").await;
+    let extra = header_lines(METHOD_OVERRIDES);
+    for (target, upstream) in [("/nginx/x", &nginx), ("/wsgi/x", &wsgi)] {
+        let seen = stack
+            .forwarded(upstream, &get(target, "api.example.com", &extra), target)
+            .await;
+        for (name, _) in METHOD_OVERRIDES {
+            assert_eq!(seen.header(name), None, "{target}: {name} reached {seen:?}");
+        }
+        assert_eq!(seen.method, "GET");
+    }
 }
