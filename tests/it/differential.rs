@@ -5,9 +5,15 @@
 //! and asserts what the server *resolved* (nginx's `$uri` and location, WSGI's `PATH_INFO` and
 //! `HTTP_*` keys, the servlet mapping and path) and that every refusal reached no upstream.
 
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::proxy::websocket::{echo_round_trip, handshake, upgrade};
 use crate::proxy::{es256_issuer, providers_yaml, public_and_api_routes, raw, RawResponse};
 use crate::support::real_upstreams::{RealUpstream, Resolved};
-use crate::support::{claims, Issuer, TestGateway, TestKey};
+use crate::support::{claims, Issuer, TestGateway, TestKey, Upstream};
 
 /// The challenge of a protected route asked without a token.
 const NO_TOKEN_CHALLENGE: &str = r#"Bearer realm="jwt-gateway""#;
@@ -833,5 +839,106 @@ async fn method_override_headers_never_reach_nginx_or_wsgi_even_from_trusted_pro
             assert_eq!(seen.header(name), None, "{target}: {name} reached {seen:?}");
         }
         assert_eq!(seen.method, "GET");
+    }
+}
+
+/// Reads one HTTP/1.1 response off a connection that stays open: the head, then a
+/// `Content-Length` or chunked body.
+async fn read_one_response(stream: &mut TcpStream) -> RawResponse {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let parsed = RawResponse::parse(&bytes);
+            let body_so_far = bytes.len() - head_end - 4;
+            let complete = match parsed.header("content-length") {
+                Some(n) => body_so_far >= n.parse::<usize>().expect("Content-Length"),
+                None => parsed.status == 101 || bytes.ends_with(b"\r\n0\r\n\r\n"),
+            };
+            if complete {
+                return parsed;
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no complete response within 10 s: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+            .expect("read");
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&bytes));
+        bytes.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// `Upgrade: h2c` is dropped: the request goes on as plain HTTP/1.1 (no 101, no tunnel past
+/// authentication), and the connection keeps carrying requests the gateway judges one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upgrade_is_dropped_and_the_request_proceeds_as_http1() {
+    let nginx = RealUpstream::nginx();
+    let stack = Stack::start("", &admin_and_catch_all(&nginx.url())).await;
+    let before = nginx.requests();
+    let mut stream = TcpStream::connect(stack.gw.addr).await.expect("connect");
+    stream
+        .write_all(
+            b"GET /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let r = read_one_response(&mut stream).await;
+    assert_eq!(r.status, 200, "a normal response, not 101: {r:?}");
+    assert_eq!(r.header("upgrade"), None, "{r:?}");
+    let seen = nginx.seen();
+    assert_eq!(seen.len(), before + 1);
+    let first = &seen[before];
+    assert_eq!(
+        (first.handler.as_str(), first.path.as_str()),
+        ("default", "/x")
+    );
+    for name in ["upgrade", "http2-settings"] {
+        assert_eq!(first.header(name), None, "{name} reached nginx: {first:?}");
+    }
+    assert!(
+        first
+            .header("connection")
+            .is_none_or(|c| !c.to_ascii_lowercase().contains("upgrade")),
+        "{first:?}"
+    );
+
+    // Still HTTP/1.1 on the same connection: the next request is judged on its own (a spliced
+    // tunnel would carry it to nginx unauthenticated).
+    stream
+        .write_all(b"GET /admin HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let r = read_one_response(&mut stream).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(nginx.requests(), before + 1, "the refusal reached nobody");
+}
+
+/// `Upgrade: websocket` (in any case) is still passed through and tunnels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_still_passes_through() {
+    let upstream = Upstream::start().await;
+    let stack = Stack::start(
+        "",
+        &format!(
+            "  - name: ws\n    match: {{ path_prefix: /ws }}\n    upstream: \"{}\"\n    auth: anonymous\n",
+            upstream.url()
+        ),
+    )
+    .await;
+    for spelling in ["websocket", "WebSocket"] {
+        let request =
+            handshake("/ws", "").replace("Upgrade: websocket", &format!("Upgrade: {spelling}"));
+        let (head, mut stream) = upgrade(stack.gw.addr, &request).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{spelling}: {head}");
+        echo_round_trip(&mut stream, b"\x81\x05hello").await;
+        let seen = upstream.last().expect("the handshake reached the upstream");
+        assert_eq!(seen.headers["upgrade"], spelling);
     }
 }
