@@ -12,10 +12,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages used by tests: redis-server (shared revocation), prometheus (promtool and a
-# real scrape), haproxy, nginx and wrk (load-benchmark smoke run).
+# real scrape), and nginx, python3 and tomcat10 (the real upstreams of tests/it/differential.rs;
+# tomcat10 brings a JRE). The load-benchmark smoke run installs its own (haproxy, nginx, wrk).
 want=()
 command -v redis-server >/dev/null || want+=(redis-server)
 command -v promtool >/dev/null || want+=(prometheus)
+command -v nginx >/dev/null || want+=(nginx)
+command -v python3 >/dev/null || want+=(python3)
+# Tomcat is not on PATH: the tests run Debian's install in /usr/share/tomcat10 with `java`.
+{ [ -e /usr/share/tomcat10/bin/bootstrap.jar ] && command -v java >/dev/null; } || want+=(tomcat10)
 if ((${#want[@]})); then
   step "installing Debian packages: ${want[*]}"
   if [ "$(id -u)" != 0 ]; then

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod cli;
 mod demo;
+mod differential;
 mod explain;
 mod faults;
 mod hostile;

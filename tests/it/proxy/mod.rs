@@ -11,7 +11,7 @@ mod slowloris;
 mod streaming;
 mod tls;
 mod upstream_failures;
-mod websocket;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,7 +32,8 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
-    fn parse(bytes: &[u8]) -> RawResponse {
+    /// Splits a response read off a socket into status, head and body.
+    pub fn parse(bytes: &[u8]) -> RawResponse {
         let split = bytes
             .windows(4)
             .position(|w| w == b"\r\n\r\n")

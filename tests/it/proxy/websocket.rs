@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 use super::{es256_issuer, providers_yaml};
 use crate::support::{claims, TestGateway, Upstream};
 
-fn handshake(target: &str, extra: &str) -> String {
+/// A WebSocket handshake for `target` on `api.example.com`, with `extra` header lines.
+pub fn handshake(target: &str, extra: &str) -> String {
     format!(
         "GET {target} HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
@@ -18,7 +19,7 @@ fn handshake(target: &str, extra: &str) -> String {
 }
 
 /// Sends the handshake; returns the response head and the still-open stream.
-async fn upgrade(addr: SocketAddr, request: &str) -> (String, TcpStream) {
+pub async fn upgrade(addr: SocketAddr, request: &str) -> (String, TcpStream) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
@@ -36,7 +37,8 @@ async fn upgrade(addr: SocketAddr, request: &str) -> (String, TcpStream) {
     (String::from_utf8_lossy(&head).into_owned(), stream)
 }
 
-async fn echo_round_trip(stream: &mut TcpStream, payload: &[u8]) {
+/// Writes `payload` and expects the same bytes back through the tunnel.
+pub async fn echo_round_trip(stream: &mut TcpStream, payload: &[u8]) {
     stream.write_all(payload).await.unwrap();
     let mut back = vec![0u8; payload.len()];
     tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))

@@ -5,6 +5,7 @@
 pub mod denials;
 pub mod keys;
 pub mod process;
+pub mod real_upstreams;
 pub mod redis;
 pub mod servers;
 
