@@ -447,4 +447,41 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.5");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
     }
+
+    proptest::proptest! {
+        /// What a CGI-style upstream reads (`_` and `-` alike, case ignored) after scrubbing in
+        /// `allow` mode never names a header the gateway removes or sets, unless the client's own
+        /// spelling was dash-only (and then the gateway overwrote or removed that very name); in
+        /// `drop` mode no `_` is left at all.
+        #[test]
+        fn no_underscore_spelling_survives_as_an_owned_name(
+            names in proptest::collection::vec("[a-z]{1,4}([-_][a-z]{1,8}){0,3}", 0..12),
+            owned_pick in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let owned: Vec<&HeaderName> = owned_names().collect();
+            let mut all: Vec<String> = names;
+            // Sprinkle `_`-spellings of owned names among the random ones.
+            for i in owned_pick {
+                all.push(owned[i % owned.len()].as_str().replace('-', "_"));
+            }
+            let injected = [HeaderName::from_static("x-auth-subject")];
+            all.push("x_auth_subject".into());
+            let mut h = HeaderMap::new();
+            for n in &all {
+                h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+            }
+            let mut dropped = h.clone();
+            strip_underscore_names(&mut dropped, true, &injected);
+            proptest::prop_assert!(!has_underscore_names(&dropped));
+            strip_underscore_names(&mut h, false, &injected);
+            for name in h.keys().filter(|n| n.as_str().contains('_')) {
+                let cgi = name.as_str().replace('_', "-");
+                proptest::prop_assert!(
+                    !owned_names().any(|o| o.as_str() == cgi)
+                        && !injected.iter().any(|o| o.as_str() == cgi),
+                    "{name} survived"
+                );
+            }
+        }
+    }
 }
