@@ -89,6 +89,8 @@ pub struct Config {
     pub providers: Vec<Arc<ProviderConfig>>,
     pub routes: Vec<RouteConfig>,
     pub revocation: RevocationConfig,
+    /// Roots trusted for `https://` upstreams instead of the platform's (`upstream_tls.ca_file`).
+    pub upstream_tls: Option<UpstreamTls>,
     /// Advice that does not stop the gateway (`check` prints it, `run` logs it).
     pub warnings: Vec<ConfigError>,
 }
@@ -276,6 +278,22 @@ pub struct Upstream {
     pub host_header: http::HeaderValue,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub ca_file: PathBuf,
+}
+
+/// How a route talks to its upstream (`routes[].upstream_protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// `https://`: ALPN picks `h2` or `http/1.1`; `http://`: HTTP/1.1.
+    #[default]
+    Auto,
+    Http1,
+    /// `https://`: ALPN `h2` only; `http://`: h2c with prior knowledge.
+    Http2,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenForwarding {
     Strip,
@@ -309,6 +327,7 @@ pub struct RouteConfig {
     pub path_prefix: String,
     pub methods: Option<Vec<Method>>,
     pub upstream: Upstream,
+    pub upstream_protocol: UpstreamProtocol,
     pub strip_prefix: Option<String>,
     pub auth: RouteAuth,
     pub forward_claims: Vec<ClaimHeader>,

@@ -370,6 +370,11 @@ const ERRORS: &[Case] = &[
         &["routes[0].match.methods: must name at least one method (omit it to allow every method)"],
     ),
     (
+        "routes: upstream protocol",
+        &["routes[0].upstream_protocol: h2c"],
+        &["routes[0].upstream_protocol: \"h2c\" is not one of auto, http1, http2"],
+    ),
+    (
         "routes: strip_prefix outside path_prefix",
         &["routes[0].strip_prefix: /order"],
         &["routes[0].strip_prefix: must be a prefix of match.path_prefix, or some matched paths could not be stripped"],
@@ -587,6 +592,11 @@ const ERRORS: &[Case] = &[
         "sections: revocation backend",
         &["revocation.backend: file"],
         &["revocation.backend: \"file\" is not one of memory, redis"],
+    ),
+    (
+        "yaml: required",
+        &["upstream_tls: {}"],
+        &["upstream_tls.ca_file: is required"],
     ),
     (
         "yaml: required",

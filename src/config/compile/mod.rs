@@ -46,6 +46,11 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
         base,
         &mut errors,
     );
+    let upstream_tls = sections::upstream_tls(
+        &mut root.child("upstream_tls", &mut errors),
+        base,
+        &mut errors,
+    );
     root.end(&mut errors);
 
     if !errors.0.is_empty() {
@@ -67,6 +72,7 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
                 providers: providers.compiled.into_iter().map(Arc::new).collect(),
                 routes,
                 revocation,
+                upstream_tls,
                 warnings: warnings.0,
             })
         }
@@ -305,6 +311,32 @@ routes:
         assert_eq!(paths, ["routes[0].auth.providers"]);
         let one = config("", "", "").replace("      providers: [corp]\n", "      audience: api\n");
         assert!(compiled(&one).warnings.is_empty());
+    }
+
+    #[test]
+    fn upstream_protocol_and_tls_parse() {
+        use crate::config::UpstreamProtocol;
+        let c = compiled(&config("", "", ""));
+        assert_eq!(c.routes[0].upstream_protocol, UpstreamProtocol::Auto);
+        assert!(c.upstream_tls.is_none());
+        let c = compiled(&config("", "", "    upstream_protocol: http2"));
+        assert_eq!(c.routes[0].upstream_protocol, UpstreamProtocol::Http2);
+        let c = compiled(&config("", "", "    upstream_protocol: http1"));
+        assert_eq!(c.routes[0].upstream_protocol, UpstreamProtocol::Http1);
+        assert_eq!(
+            errors_of(&config("", "", "    upstream_protocol: h2")),
+            ["routes[0].upstream_protocol: \"h2\" is not one of auto, http1, http2"]
+        );
+        let yaml = config("", "", "") + "upstream_tls: {ca_file: certs/internal-ca.pem}\n";
+        let c = compile_str(&yaml, Path::new("/etc/gw")).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            c.upstream_tls.map(|t| t.ca_file),
+            Some(Path::new("/etc/gw/certs/internal-ca.pem").to_path_buf())
+        );
+        assert_eq!(
+            errors_of(&(config("", "", "") + "upstream_tls: {}\n")),
+            ["upstream_tls.ca_file: is required"]
+        );
     }
 
     #[test]

@@ -162,6 +162,18 @@ fn route(
     let upstream = f
         .required_string("upstream", errors)
         .and_then(|u| upstream(&u, &upstream_path, errors));
+    let upstream_protocol = match f.string("upstream_protocol", errors).as_deref() {
+        None | Some("auto") => UpstreamProtocol::Auto,
+        Some("http1") => UpstreamProtocol::Http1,
+        Some("http2") => UpstreamProtocol::Http2,
+        Some(other) => {
+            errors.push(
+                &f.path_of("upstream_protocol"),
+                format!("{other:?} is not one of auto, http1, http2"),
+            );
+            UpstreamProtocol::Auto
+        }
+    };
     let strip_path = f.path_of("strip_prefix");
     let strip_prefix = f.string("strip_prefix", errors);
     if let Some(s) = &strip_prefix {
@@ -183,6 +195,7 @@ fn route(
         path_prefix,
         methods,
         upstream: upstream?,
+        upstream_protocol,
         strip_prefix,
         auth: auth?,
         forward_claims,

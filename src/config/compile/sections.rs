@@ -127,3 +127,19 @@ pub(super) fn revocation(f: &mut Fields, base: &Path, errors: &mut Errors) -> Re
     f.end(errors);
     out
 }
+
+pub(super) fn upstream_tls(
+    f: &mut Fields,
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<UpstreamTls> {
+    if !f.is_present() {
+        f.end(errors);
+        return None;
+    }
+    let ca_file = f.required_string("ca_file", errors);
+    f.end(errors);
+    ca_file.map(|ca| UpstreamTls {
+        ca_file: base.join(ca),
+    })
+}
