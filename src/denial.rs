@@ -8,6 +8,8 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHE
 use http::{Response, StatusCode, Version};
 use http_body_util::Full;
 
+use crate::grpc::{GrpcStatus, GRPC_MESSAGE, GRPC_STATUS};
+
 /// The `reason` label of `gateway_auth_decisions_total`, and what a denied token is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -189,6 +191,8 @@ pub enum Denial {
     MalformedBody,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// A gRPC call on a route whose upstream speaks HTTP/1.1, which cannot carry it.
+    GrpcNeedsHttp2,
 }
 
 impl Denial {
@@ -209,6 +213,22 @@ impl Denial {
             Denial::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Denial::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Denial::GrpcNeedsHttp2 => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+
+    /// The `grpc-status` of this refusal for a gRPC call (the contract's mapping from the HTTP
+    /// status it stands for).
+    pub fn grpc_status(self) -> GrpcStatus {
+        match self.status().as_u16() {
+            400 => GrpcStatus::InvalidArgument,
+            401 => GrpcStatus::Unauthenticated,
+            403 => GrpcStatus::PermissionDenied,
+            404 | 501 => GrpcStatus::Unimplemented,
+            413 | 429 | 431 => GrpcStatus::ResourceExhausted,
+            502 | 503 => GrpcStatus::Unavailable,
+            504 => GrpcStatus::DeadlineExceeded,
+            _ => GrpcStatus::Unknown,
         }
     }
 
@@ -229,7 +249,8 @@ impl Denial {
             | Denial::BodyTooLarge
             | Denial::MalformedBody
             | Denial::UpstreamUnavailable
-            | Denial::UpstreamTimeout => None,
+            | Denial::UpstreamTimeout
+            | Denial::GrpcNeedsHttp2 => None,
         }
     }
 
@@ -306,6 +327,10 @@ impl Denial {
                 "gateway_timeout",
                 "the upstream service did not answer in time"
             ),
+            Denial::GrpcNeedsHttp2 => text!(
+                "unimplemented",
+                "this route's upstream does not speak HTTP/2, which gRPC needs"
+            ),
         }
     }
 
@@ -326,7 +351,8 @@ impl Denial {
             | Denial::HeadersTooLarge
             | Denial::BodyTooLarge
             | Denial::UpstreamUnavailable
-            | Denial::UpstreamTimeout => false,
+            | Denial::UpstreamTimeout
+            | Denial::GrpcNeedsHttp2 => false,
         }
     }
 
@@ -353,6 +379,29 @@ impl Denial {
         }
         if self.closes_connection() && version < Version::HTTP_2 {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
+    /// The trailers-only gRPC response to a gRPC call: HTTP 200, `grpc-status` and a generic
+    /// `grpc-message` in the only HEADERS frame, with the challenge the HTTP answer would carry.
+    pub fn to_grpc_response(self) -> Response<Full<Bytes>> {
+        let text = self.text();
+        let mut response = Response::new(Full::new(Bytes::new()));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            &GRPC_STATUS,
+            HeaderValue::from_static(self.grpc_status().as_str()),
+        );
+        // Descriptions are printable ASCII without `%` (a unit test holds them to it), which is
+        // already the percent-encoded form gRPC asks for.
+        headers.insert(&GRPC_MESSAGE, HeaderValue::from_static(text.description));
+        if let Some(challenge) = text.challenge {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(secs) = self.retry_after() {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -411,6 +460,7 @@ mod tests {
             ),
             (Denial::UpstreamUnavailable, 502, None),
             (Denial::UpstreamTimeout, 504, None),
+            (Denial::GrpcNeedsHttp2, 501, None),
         ];
         for &(denial, status, challenge) in table {
             let response = denial.to_response(Version::HTTP_11);
@@ -431,6 +481,65 @@ mod tests {
             assert_eq!(closes, denial.closes_connection(), "{denial:?}");
             let h2 = denial.to_response(Version::HTTP_2);
             assert!(!h2.headers().contains_key(CONNECTION), "{denial:?}");
+        }
+    }
+
+    /// The contract's gRPC mapping, and that every description is already a valid
+    /// `grpc-message` (printable ASCII, no `%`).
+    #[test]
+    fn grpc_denials_are_trailers_only_with_the_mapped_status() {
+        use GrpcStatus::*;
+        let table: &[(Denial, GrpcStatus)] = &[
+            (Denial::UnsafePath, InvalidArgument),
+            (Denial::BadAuthorization, InvalidArgument),
+            (Denial::NoToken, Unauthenticated),
+            (Denial::InvalidToken(Reason::Expired), Unauthenticated),
+            (Denial::Forbidden, PermissionDenied),
+            (Denial::NoRoute, Unimplemented),
+            (Denial::GrpcNeedsHttp2, Unimplemented),
+            (Denial::BodyTooLarge, ResourceExhausted),
+            (
+                Denial::RateLimited {
+                    retry_after_secs: 5,
+                },
+                ResourceExhausted,
+            ),
+            (Denial::HeadersTooLarge, ResourceExhausted),
+            (Denial::UpstreamUnavailable, Unavailable),
+            (
+                Denial::KeysUnavailable {
+                    retry_after_secs: 5,
+                },
+                Unavailable,
+            ),
+            (Denial::UpstreamTimeout, DeadlineExceeded),
+        ];
+        for &(denial, want) in table {
+            let r = denial.to_grpc_response();
+            assert_eq!(r.status(), StatusCode::OK, "{denial:?}");
+            assert_eq!(r.headers()["content-type"], "application/grpc");
+            assert_eq!(r.headers()["grpc-status"], want.as_str(), "{denial:?}");
+            assert_eq!(
+                r.headers().get(WWW_AUTHENTICATE),
+                denial
+                    .to_response(Version::HTTP_2)
+                    .headers()
+                    .get(WWW_AUTHENTICATE),
+                "{denial:?}"
+            );
+            assert!(http_body::Body::is_end_stream(r.body()), "{denial:?}");
+            let d = denial.text().description;
+            assert!(
+                d.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%'),
+                "{d}"
+            );
+        }
+        for reason in Reason::ALL {
+            let d = Denial::InvalidToken(reason).text().description;
+            assert!(
+                d.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%'),
+                "{d}"
+            );
         }
     }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod denial;
 pub mod gateway;
+pub mod grpc;
 pub mod logging;
 pub mod metrics;
 pub mod path;
