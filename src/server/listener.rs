@@ -2,6 +2,7 @@
 //! listeners and a shutdown future, and never binds or reads the environment itself.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::admin;
 use crate::gateway::Gateway;
 use crate::proxy::pipeline::{handle, ConnInfo};
+use crate::server::io::ConnIo;
 use crate::server::preface::{read_preface, Prefixed};
+use crate::server::slots::{Caps, ConnectionSlots, Slot};
+use crate::snapshot::Snapshot;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -35,6 +39,7 @@ pub async fn serve(
 ) {
     gateway.start_background().await;
     let graceful = GracefulShutdown::new();
+    let slots = ConnectionSlots::new(gateway.metrics.connections());
     let admin_listener = listeners.admin;
     let public_listener = listeners.public;
     tokio::pin!(shutdown);
@@ -42,7 +47,7 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = public_listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_public(&gateway, &graceful, stream, peer),
+                Ok((stream, peer)) => accept_public(&gateway, &graceful, &slots, stream, peer),
                 Err(e) => accept_error(e).await,
             },
             accepted = admin_listener.accept() => match accepted {
@@ -70,6 +75,32 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// Admits the connection against the connection caps, before anything (TLS included) is spent
+/// on it; a refused one is closed by dropping it.
+fn accept_public(
+    gateway: &Arc<Gateway>,
+    graceful: &GracefulShutdown,
+    slots: &Arc<ConnectionSlots>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let snapshot = gateway.snapshot();
+    let server = &snapshot.config.server;
+    let caps = Caps {
+        max_connections: server.limits.max_connections,
+        max_connections_per_ip: server.limits.max_connections_per_ip,
+        trusted_proxies: &server.trusted_proxies,
+    };
+    match slots.admit(peer.ip(), caps) {
+        Ok(slot) => serve_public(gateway, graceful, &snapshot, stream, peer, slot),
+        Err(why) => tracing::debug!(
+            client = %peer.ip(),
+            reason = why.as_str(),
+            "connection refused at accept"
+        ),
+    }
+}
+
 fn connection_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
     let limits = gateway.snapshot().config.server.limits.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -92,11 +123,12 @@ fn connection_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
 fn serve_public(
     gateway: &Arc<Gateway>,
     graceful: &GracefulShutdown,
+    snapshot: &Snapshot,
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
+    slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
-    let snapshot = gateway.snapshot();
     let tls = snapshot.tls.clone();
     // The TLS handshake and the first bytes share one deadline; hyper's HTTP/1 header timeout
     // takes over once the protocol is known.
@@ -120,14 +152,14 @@ fn serve_public(
                     return;
                 };
                 let conn = ConnInfo { peer, tls: true };
-                serve_http(builder, stream, gateway, conn, watcher).await;
+                serve_http(builder, ConnIo::new(stream, slot), gateway, conn, watcher).await;
             }
             None => {
                 let Some(stream) = first_bytes(stream, deadline).await else {
                     return;
                 };
                 let conn = ConnInfo { peer, tls: false };
-                serve_http(builder, stream, gateway, conn, watcher).await;
+                serve_http(builder, ConnIo::new(stream, slot), gateway, conn, watcher).await;
             }
         }
     });
