@@ -1,22 +1,30 @@
 //! The client socket as a connection uses it: it holds the connection's [`Slot`] for as long as
-//! the socket lives, a WebSocket tunnel that takes it over included.
+//! the socket lives (a WebSocket tunnel that takes it over included) and tells the idle clock
+//! when bytes arrive.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::server::activity::Activity;
 use crate::server::slots::Slot;
 
 pub struct ConnIo<IO> {
     io: IO,
+    activity: Arc<Activity>,
     _slot: Slot,
 }
 
 impl<IO> ConnIo<IO> {
-    pub fn new(io: IO, slot: Slot) -> ConnIo<IO> {
-        ConnIo { io, _slot: slot }
+    pub fn new(io: IO, activity: Arc<Activity>, slot: Slot) -> ConnIo<IO> {
+        ConnIo {
+            io,
+            activity,
+            _slot: slot,
+        }
     }
 }
 
@@ -26,7 +34,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ConnIo<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.bytes_arrived();
+        }
+        result
     }
 }
 

@@ -1,6 +1,7 @@
-//! Sockets: the public listener (TLS or, when asked for, plaintext) with its connection caps,
-//! the admin listener, and graceful shutdown.
+//! Sockets: the public listener (TLS or, when asked for, plaintext) with its connection caps and
+//! idle timeouts, the admin listener, and graceful shutdown.
 
+mod activity;
 mod io;
 pub mod listener;
 pub mod preface;
