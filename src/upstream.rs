@@ -1,5 +1,6 @@
 //! The pooled upstream client: keep-alive HTTP/1.1 to plain or TLS upstreams, with connect and
-//! response-head deadlines, and failures sorted into the kinds operators act on.
+//! response-head deadlines, the body idle timeout on what it streams up, and failures sorted into
+//! the kinds operators act on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{BodyTooLarge, LimitedBody};
+use crate::body::{BodyIdleTimeout, BodyTooLarge, LimitedBody};
+use crate::config::Limits;
 use crate::metrics::UpstreamErrorKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +56,13 @@ impl UpstreamClient {
     ) -> Result<Response<Incoming>, UpstreamError> {
         // Only a request being passed through as an upgrade still carries `Upgrade` here.
         let asked_to_upgrade = request.headers().contains_key(http::header::UPGRADE);
+        // Without the listener's value (a request built elsewhere) the default still applies:
+        // a body that stops must never hold the upstream connection forever.
+        let idle = request
+            .extensions()
+            .get::<BodyIdleTimeout>()
+            .map_or(Limits::default().idle_timeout, |t| t.0);
+        let request = request.map(|body| body.with_idle_timeout(idle));
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Failed(UpstreamErrorKind::Timeout)),
             // A 101 nobody asked for has no protocol behind it: relaying it would leave the

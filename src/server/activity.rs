@@ -22,7 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::body::BoxError;
+use crate::body::{BodyStalled, BoxError, StallTimer};
 
 /// One connection's requests in flight, shared by its service, its response bodies (which end in
 /// other tasks under HTTP/2) and its IO.
@@ -181,17 +181,21 @@ impl IdleClock {
     }
 }
 
-/// A response body that keeps its request open until it has ended or been dropped.
+/// A response body that keeps its request open until it ends, and is aborted when the upstream
+/// feeding it moves no byte for the body idle timeout (the client, seeing the response cut,
+/// knows it is incomplete; both connections are let go).
 pub struct TrackedBody<B> {
     inner: B,
     guard: Option<StreamGuard>,
+    stall: StallTimer,
 }
 
 impl<B> TrackedBody<B> {
-    pub fn new(inner: B, guard: StreamGuard) -> TrackedBody<B> {
+    pub fn new(inner: B, guard: StreamGuard, idle_timeout: Duration) -> TrackedBody<B> {
         TrackedBody {
             inner,
             guard: Some(guard),
+            stall: StallTimer::new(idle_timeout),
         }
     }
 }
@@ -210,7 +214,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stall.progressed();
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(e))) => {
                 this.guard = None;
                 Poll::Ready(Some(Err(e.into())))
@@ -219,7 +226,14 @@ where
                 this.guard = None;
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if this.stall.poll_stalled(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tracing::debug!("upstream response body stalled; aborting it");
+                this.guard = None;
+                Poll::Ready(Some(Err(Box::new(BodyStalled))))
+            }
         }
     }
 

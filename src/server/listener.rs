@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
+use crate::body::BodyIdleTimeout;
 use crate::config::Limits;
 use crate::gateway::Gateway;
 use crate::proxy::pipeline::{handle, ConnInfo};
@@ -239,19 +240,19 @@ where
         limits,
         slot,
     } = public;
+    let idle_timeout = limits.idle_timeout;
     let activity = Activity::new(!io.is_http2());
-    let mut clock = IdleClock::new(
-        activity.clone(),
-        limits.idle_timeout,
-        limits.header_read_timeout,
-    );
-    let io = ConnIo::new(io, activity.clone(), slot);
-    let service = service_fn(move |request| {
+    let mut clock = IdleClock::new(activity.clone(), idle_timeout, limits.header_read_timeout);
+    let io = ConnIo::new(io, activity.clone(), idle_timeout, slot);
+    let service = service_fn(move |mut request| {
         let stream = activity.stream_started();
+        request
+            .extensions_mut()
+            .insert(BodyIdleTimeout(idle_timeout));
         let gateway = gateway.clone();
         async move {
             let Ok(response) = handle(gateway, conn, request).await;
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, stream)))
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, stream, idle_timeout)))
         }
     });
     let builder = connection_builder(&limits);

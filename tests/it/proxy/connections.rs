@@ -1,13 +1,15 @@
 //! Connection lifetimes: idle keep-alive and HTTP/2 connections closed after `idle_timeout` (and
-//! only then), and the connection caps at accept. Timeouts are short (1-3 s) and every bound is
-//! generous: these tests pin what happens, never how fast.
+//! only then), stalled bodies cut by the body idle timeout, and the connection caps at accept.
+//! Timeouts are short (1-3 s) and every bound is generous: these tests pin what happens, never
+//! how fast.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
-use super::raw;
+use super::{eventually, raw};
 use crate::support::{metric, TestGateway, Upstream};
 
 /// A plaintext gateway with one anonymous route `/public` to `upstream` and these `limits`. The
@@ -239,6 +241,98 @@ async fn http2_stream_open_longer_than_idle_timeout_is_not_cut() {
     assert!(response.text().await.unwrap().contains("\"/slow/2500\""));
     // Once the stream is done the connection is idle like any other and closes.
     assert!(open_connections_become(&gw, 0.0, Duration::from_secs(8)).await);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_mid_request_body_is_cut() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&yaml(&upstream.url(), "idle_timeout: 1s")).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"POST /public/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let (took, answer) = read_until_closed(&mut stream, Duration::from_secs(8))
+        .await
+        .expect("a stalled request body still holds the connection after 8 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(took >= Duration::from_millis(900), "cut after {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(answer.contains("invalid_request"), "{answer:?}");
+    // The upstream saw its request end early (an aborted stream), not a complete one.
+    assert!(eventually(Duration::from_secs(5), || upstream.requests() == 1).await);
+    assert_eq!(upstream.last().unwrap().body_len, 10);
+    assert!(open_connections_become(&gw, 0.0, Duration::from_secs(5)).await);
+    gw.stop().await;
+}
+
+/// An upstream that answers a 1000-byte response with 100 bytes and then goes silent; reports
+/// how long after those bytes the gateway closed the upstream connection.
+async fn stalling_upstream() -> (SocketAddr, tokio::task::JoinHandle<Option<Duration>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
+        response.extend_from_slice(&[b's'; 100]);
+        stream.write_all(&response).await.unwrap();
+        read_until_closed(&mut stream, Duration::from_secs(10))
+            .await
+            .map(|(took, _)| took)
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stalls_mid_response_body_is_cut() {
+    let (upstream, released) = stalling_upstream().await;
+    let gw = TestGateway::start(&yaml(&format!("http://{upstream}"), "idle_timeout: 1s")).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(GET).await.unwrap();
+    let (took, got) = read_until_closed(&mut stream, Duration::from_secs(8))
+        .await
+        .expect("a stalled response still holds the client connection after 8 s");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    assert!(
+        got.ends_with(&"s".repeat(100)),
+        "the bytes that came were relayed: {got:?}"
+    );
+    assert!(took >= Duration::from_millis(900), "cut after {took:?}");
+    let released = released.await.unwrap();
+    assert!(
+        released.is_some_and(|t| t >= Duration::from_millis(900)),
+        "the upstream connection was released after {released:?}"
+    );
+    assert!(open_connections_become(&gw, 0.0, Duration::from_secs(5)).await);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_response_is_cut() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&yaml(&upstream.url(), "idle_timeout: 1s")).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    // 100 MB: far more than the socket buffers between us hold, and never read.
+    stream
+        .write_all(b"GET /public/download/104857600 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || upstream.requests() == 1).await);
+    assert!(
+        open_connections_become(&gw, 0.0, Duration::from_secs(15)).await,
+        "a client that reads nothing still holds its connection"
+    );
+    drop(stream);
     gw.stop().await;
 }
 
