@@ -29,7 +29,7 @@ use crate::snapshot::Snapshot;
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The admin listener's bound on a request head.
+/// The admin listener's bound on a TLS handshake and on a request head.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Listeners {
@@ -284,11 +284,22 @@ where
 }
 
 fn serve_admin(gateway: &Arc<Gateway>, connections: &Connections, stream: TcpStream) {
+    let tls = gateway.snapshot().admin_tls.clone();
     let gateway = gateway.clone();
     let task_connections = connections.clone();
-    connections
-        .tasks
-        .spawn(async move { serve_admin_http(gateway, stream, &task_connections).await });
+    connections.tasks.spawn(async move {
+        let connections = task_connections;
+        let Some(acceptor) = tls else {
+            return serve_admin_http(gateway, stream, &connections).await;
+        };
+        let handshake = tokio::time::timeout(ADMIN_HEADER_TIMEOUT, acceptor.accept(stream));
+        match unless_draining(&connections.drain, handshake).await {
+            Some(Ok(Ok(stream))) => serve_admin_http(gateway, stream, &connections).await,
+            Some(Ok(Err(e))) => tracing::debug!(error = %e, "admin TLS handshake failed"),
+            Some(Err(_)) => tracing::debug!("admin TLS handshake timed out"),
+            None => {}
+        }
+    });
 }
 
 async fn serve_admin_http<IO>(gateway: Arc<Gateway>, io: IO, connections: &Connections)

@@ -1,5 +1,5 @@
 //! Sockets: the public listener (TLS or, when asked for, plaintext) with its connection caps and
-//! idle timeouts, the admin listener, and graceful shutdown.
+//! idle timeouts, the admin listener (plaintext or TLS), and graceful shutdown.
 
 mod activity;
 mod io;

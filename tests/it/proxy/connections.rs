@@ -1,7 +1,7 @@
 //! Connection lifetimes: idle keep-alive and HTTP/2 connections closed after `idle_timeout` (and
-//! only then), stalled bodies cut by the body idle timeout, and the connection caps at accept.
-//! Timeouts are short (1-3 s) and every bound is generous: these tests pin what happens, never
-//! how fast.
+//! only then), stalled bodies cut by the body idle timeout, the connection caps at accept, and
+//! the admin listener over TLS. Timeouts are short (1-3 s) and every bound is generous: these
+//! tests pin what happens, never how fast.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{eventually, raw};
-use crate::support::{metric, TestGateway, Upstream};
+use crate::support::{metric, Pki, TestGateway, Upstream};
 
 /// A plaintext gateway with one anonymous route `/public` to `upstream` and these `limits`. The
 /// route strips `/public`, so the test upstream's own paths (`/slow/<ms>`, `/download/<bytes>`)
@@ -470,6 +470,76 @@ async fn a_failed_tls_handshake_frees_its_slot() {
         ),
         Some(0.0)
     );
+    gw.stop().await;
+}
+
+fn admin_client(ca: &Pki) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_der(&ca.ca_der).unwrap()])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+const ADMIN_TOKEN_ENV: &str = "JWT_GATEWAY_CONNECTIONS_TEST_ADMIN_TOKEN";
+const ADMIN_TOKEN: &str = "connections-test-admin-token-0123456789";
+
+/// A gateway config with the admin listener over TLS (on `listen`, when given).
+fn admin_tls_yaml(upstream: &Upstream, listen: Option<SocketAddr>) -> String {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| std::env::set_var(ADMIN_TOKEN_ENV, ADMIN_TOKEN));
+    let listen = listen.map_or(String::new(), |a| format!("  listen: \"{a}\"\n"));
+    format!(
+        "{}admin:\n{listen}  token_env: {ADMIN_TOKEN_ENV}\n  tls: {{ cert_file: gateway.crt, key_file: gateway.key }}\n",
+        yaml(&upstream.url(), "")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_over_tls_serves_healthz_and_rereads_its_certificate() {
+    let upstream = Upstream::start().await;
+    let gw = TestGateway::start(&admin_tls_yaml(&upstream, None)).await;
+    let url = format!("https://localhost:{}/healthz", gw.admin.port());
+    let r = admin_client(&gw.pki).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), http::Version::HTTP_11);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    assert!(
+        reqwest::get(format!("http://{}/healthz", gw.admin))
+            .await
+            .is_err(),
+        "plain HTTP to the TLS admin listener must fail"
+    );
+
+    // `revoke`, reading its target from a config with admin.tls, talks HTTPS and trusts the
+    // admin certificate's own chain.
+    let cli_config = gw.dir.path().join("cli.yaml");
+    std::fs::write(&cli_config, admin_tls_yaml(&upstream, Some(gw.admin))).unwrap();
+    let list = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jwt-gateway"))
+            .arg("-c")
+            .arg(&cli_config)
+            .args(["revoke", "list"])
+            .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
+            .output()
+            .expect("run jwt-gateway revoke")
+    })
+    .await
+    .unwrap();
+    assert!(
+        list.status.success(),
+        "revoke list over TLS: {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+
+    let rotated = Pki::new();
+    std::fs::write(gw.dir.path().join("gateway.crt"), &rotated.cert_pem).unwrap();
+    std::fs::write(gw.dir.path().join("gateway.key"), &rotated.key_pem).unwrap();
+    let config = jwt_gateway::config::load(&gw.config_path()).unwrap();
+    gw.gateway.reload(config).await.unwrap();
+    let r = admin_client(&rotated).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a reload re-reads the admin certificate");
+    assert!(admin_client(&gw.pki).get(&url).send().await.is_err());
     gw.stop().await;
 }
 
