@@ -80,7 +80,8 @@ CONFIG_SCHEMA = {
         "limits": {k: None for k in (
             "max_header_bytes", "max_token_bytes", "max_body_bytes", "header_read_timeout",
             "request_timeout", "upstream_connect_timeout", "max_concurrent_streams",
-            "auth_failures_per_minute")},
+            "auth_failures_per_minute", "idle_timeout", "max_connections",
+            "max_connections_per_ip")},
     },
     "token_cache": {"max_entries": None},
     "log": {"level": None, "format": None},
@@ -647,7 +648,7 @@ def cmd_gateway_config(args) -> int:
                 sub = f"{path}.{k}" if path else k
                 if k in ("header_read_timeout", "request_timeout", "upstream_connect_timeout",
                          "clock_skew", "refresh_interval", "min_refresh", "max_stale",
-                         "fetch_timeout", "hsts_max_age") and not DURATION.match(str(v)):
+                         "fetch_timeout", "hsts_max_age", "idle_timeout") and not DURATION.match(str(v)):
                     fails.add(f"{sub}: {v!r} is not a duration like 30s, 5m, 1h")
                 durations(v, sub)
         elif isinstance(node, list):
