@@ -179,7 +179,8 @@ c_gateway_check() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=api.example.com -keyout "$TMP/tls/tls.key" -out "$TMP/tls/tls.crt" 2>/dev/null
   $TOOL gateway-config --out "$TMP/gateway.yaml" >/dev/null
-  sed -i "s#/etc/jwt-gateway/tls/#$TMP/tls/#g" "$TMP/gateway.yaml"
+  # One throw-away pair stands in for both mounted Secrets (public and admin listener).
+  sed -i "s#/etc/jwt-gateway/\(admin-\)\?tls/#$TMP/tls/#g" "$TMP/gateway.yaml"
   out=$(GATEWAY_ADMIN_TOKEN=check-only-not-a-real-admin-token timeout 60 "$bin" check -c "$TMP/gateway.yaml" 2>&1) || {
     printf '%s\n' "$out"
     return 1

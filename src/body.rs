@@ -1,15 +1,19 @@
-//! Bodies as they stream through: requests capped at `max_body_bytes` without buffering, and one
-//! response body type for both the gateway's own answers and upstream ones.
+//! Bodies as they stream through: requests capped at `max_body_bytes` without buffering and
+//! aborted when they stall (the body idle timeout), and one response body type for both the
+//! gateway's own answers and upstream ones.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,12 +28,61 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 #[error("request body exceeds max_body_bytes")]
 pub struct BodyTooLarge;
 
+#[derive(Debug, thiserror::Error)]
+#[error("body moved no byte for idle_timeout")]
+pub struct BodyStalled;
+
+/// How long a body has waited for the side that feeds it. Armed when that side has nothing to
+/// give and disarmed by the next frame, so a consumer that stops polling (backpressure from a
+/// slow reader) never arms it: only a producer that moves no byte runs it out.
+pub struct StallTimer {
+    after: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl StallTimer {
+    pub fn new(after: Duration) -> StallTimer {
+        StallTimer {
+            after,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// The producer had nothing this time: Ready once it has had nothing for `after`.
+    pub fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = match (&mut self.sleep, self.armed) {
+            (Some(sleep), true) => sleep,
+            (slot, _) => {
+                let deadline = Instant::now() + self.after;
+                self.armed = true;
+                match slot {
+                    Some(sleep) => {
+                        sleep.as_mut().reset(deadline);
+                        sleep
+                    }
+                    // One allocation per body, and only for bodies that ever wait.
+                    None => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+            }
+        };
+        sleep.as_mut().poll(cx)
+    }
+
+    /// A frame (or a write) went through.
+    pub fn progressed(&mut self) {
+        self.armed = false;
+    }
+}
+
 /// How a request body ended, when it ended badly: the pipeline answers 413 or 400 for the
 /// client's fault instead of blaming (and counting) the upstream.
 #[derive(Default)]
 pub struct BodyOutcome {
     exceeded: AtomicBool,
     client_error: AtomicBool,
+    stalled: AtomicBool,
 }
 
 impl BodyOutcome {
@@ -37,17 +90,26 @@ impl BodyOutcome {
         self.exceeded.load(Ordering::Relaxed)
     }
 
-    /// The client sent a body hyper could not read (bad chunk size, early close).
+    /// The client sent a body hyper could not read (bad chunk size, early close), or stopped
+    /// sending it for `idle_timeout`: like an early close, its request cannot be completed, and
+    /// 400 tells it so without blaming the upstream.
     pub fn client_error(&self) -> bool {
         self.client_error.load(Ordering::Relaxed)
     }
+
+    /// The client stopped sending its body for `idle_timeout` (also a `client_error`).
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
 }
 
-/// A request body passed upstream frame by frame, failing once it passes the limit.
+/// A request body passed upstream frame by frame, failing once it passes the limit or once the
+/// client moves no byte of it for the idle timeout.
 pub struct LimitedBody {
     inner: Option<Incoming>,
     remaining: u64,
     outcome: Arc<BodyOutcome>,
+    stall: Option<StallTimer>,
 }
 
 impl LimitedBody {
@@ -57,6 +119,7 @@ impl LimitedBody {
             inner: Some(inner),
             remaining: limit,
             outcome: outcome.clone(),
+            stall: None,
         };
         (body, outcome)
     }
@@ -66,7 +129,14 @@ impl LimitedBody {
             inner: None,
             remaining: 0,
             outcome: Arc::default(),
+            stall: None,
         }
+    }
+
+    /// Aborts the body once the client has sent nothing of it for `after` while it was awaited.
+    pub fn with_idle_timeout(mut self, after: Duration) -> LimitedBody {
+        self.stall = Some(StallTimer::new(after));
+        self
     }
 }
 
@@ -83,6 +153,9 @@ impl Body for LimitedBody {
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(stall) = self.stall.as_mut() {
+                    stall.progressed();
+                }
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
@@ -99,7 +172,19 @@ impl Body for LimitedBody {
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let stalled = self
+                    .stall
+                    .as_mut()
+                    .is_some_and(|stall| stall.poll_stalled(cx).is_ready());
+                if !stalled {
+                    return Poll::Pending;
+                }
+                self.outcome.stalled.store(true, Ordering::Relaxed);
+                self.outcome.client_error.store(true, Ordering::Relaxed);
+                self.inner = None;
+                Poll::Ready(Some(Err(Box::new(BodyStalled))))
+            }
         }
     }
 
@@ -111,5 +196,29 @@ impl Body for LimitedBody {
         self.inner
             .as_ref()
             .map_or(SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AFTER: Duration = Duration::from_millis(200);
+
+    async fn stalled_now(timer: &mut StallTimer) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(timer.poll_stalled(cx).is_ready())).await
+    }
+
+    #[tokio::test]
+    async fn the_stall_timer_runs_only_while_the_producer_has_nothing() {
+        let mut timer = StallTimer::new(AFTER);
+        assert!(!stalled_now(&mut timer).await, "armed, not run out");
+        tokio::time::sleep(AFTER / 2).await;
+        timer.progressed();
+        // Not asked for longer than AFTER: the consumer was slow, not the producer.
+        tokio::time::sleep(AFTER * 2).await;
+        assert!(!stalled_now(&mut timer).await, "re-armed from now");
+        tokio::time::sleep(AFTER + Duration::from_millis(50)).await;
+        assert!(stalled_now(&mut timer).await, "nothing for AFTER: stalled");
     }
 }

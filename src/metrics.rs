@@ -43,6 +43,8 @@ pub struct Metrics {
     revocations: IntGaugeVec,
     revocation_sync: IntCounterVec,
     rate_limited: IntCounterVec,
+    open_connections: IntGauge,
+    connections_refused: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -104,6 +106,14 @@ impl Metrics {
                 "Verified tokens held in the cache",
             )
             .unwrap_or_else(|_| unreachable_metric("gateway_token_cache_entries")),
+        );
+        let open_connections = register(
+            r,
+            IntGauge::new(
+                "gateway_open_connections",
+                "Connections open on the public listener",
+            )
+            .unwrap_or_else(|_| unreachable_metric("gateway_open_connections")),
         );
         let metrics = Metrics {
             requests: counter_vec(
@@ -199,12 +209,24 @@ impl Metrics {
                 "Requests refused by the authentication-failure limit",
                 &["route"],
             ),
+            open_connections,
+            connections_refused: counter_vec(
+                r,
+                "gateway_connections_refused_total",
+                "Connections closed at accept by max_connections or max_connections_per_ip",
+                &["reason"],
+            ),
             registry,
         };
         // Zero-valued series exist from the start, so `increase()` and alerts see the first event.
         for result in ["ok", "error"] {
             metrics.config_reloads.with_label_values(&[result]);
             metrics.revocation_sync.with_label_values(&[result]);
+        }
+        for refusal in ConnectionRefusal::ALL {
+            metrics
+                .connections_refused
+                .with_label_values(&[refusal.as_str()]);
         }
         metrics
     }
@@ -262,6 +284,19 @@ impl Metrics {
 
     pub fn revocations(&self, backend: &str) -> IntGauge {
         self.revocations.with_label_values(&[backend])
+    }
+
+    /// Handles for the public listener's connection accounting.
+    pub fn connections(&self) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: self.open_connections.clone(),
+            refused_global: self
+                .connections_refused
+                .with_label_values(&[ConnectionRefusal::Global.as_str()]),
+            refused_per_ip: self
+                .connections_refused
+                .with_label_values(&[ConnectionRefusal::PerIp.as_str()]),
+        }
     }
 
     pub fn revocation_sync(&self, ok: bool) {
@@ -339,6 +374,42 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Why a connection was closed at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// `limits.max_connections` open on the whole listener.
+    Global,
+    /// `limits.max_connections_per_ip` open from one address (IPv6: one /64).
+    PerIp,
+}
+
+impl ConnectionRefusal {
+    pub const ALL: [ConnectionRefusal; 2] = [ConnectionRefusal::Global, ConnectionRefusal::PerIp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionRefusal::Global => "global",
+            ConnectionRefusal::PerIp => "per_ip",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    pub open: IntGauge,
+    refused_global: IntCounter,
+    refused_per_ip: IntCounter,
+}
+
+impl ConnectionMetrics {
+    pub fn refused(&self, why: ConnectionRefusal) {
+        match why {
+            ConnectionRefusal::Global => self.refused_global.inc(),
+            ConnectionRefusal::PerIp => self.refused_per_ip.inc(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ProviderMetrics {
     pub refresh_ok: IntCounter,
@@ -371,6 +442,9 @@ mod tests {
         m.config_reload(true);
         m.revocations("memory").set(0);
         m.revocation_sync(true);
+        let connections = m.connections();
+        connections.refused(ConnectionRefusal::PerIp);
+        connections.open.set(3);
         let text = m.render();
         for family in [
             "gateway_requests_total{code=\"200\",route=\"orders\"} 1",
@@ -389,6 +463,9 @@ mod tests {
             "gateway_revocations{backend=\"memory\"} 0",
             "gateway_revocation_sync_total{result=\"ok\"} 1",
             "gateway_rate_limited_total{route=\"orders\"} 1",
+            "gateway_open_connections 3",
+            "gateway_connections_refused_total{reason=\"global\"} 0",
+            "gateway_connections_refused_total{reason=\"per_ip\"} 1",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }

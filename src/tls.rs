@@ -1,4 +1,5 @@
-//! TLS termination with rustls and its aws-lc-rs provider; ALPN offers HTTP/2 and HTTP/1.1.
+//! TLS termination with rustls and its aws-lc-rs provider: the public listener (ALPN offers
+//! HTTP/2 and HTTP/1.1) and the admin listener (HTTP/1.1 only), from the same loader.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use crate::config::{AdminTls, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -42,9 +43,31 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 pub fn acceptor(config: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-    let certs = load_certs(&config.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key_file).map_err(|source| TlsError::Key {
-        path: config.key_file.clone(),
+    server_acceptor(
+        &config.cert_file,
+        &config.key_file,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    )
+}
+
+/// The admin listener serves only HTTP/1.1: offering `h2` would have clients pick a protocol it
+/// does not speak.
+pub fn admin_acceptor(config: &AdminTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    server_acceptor(
+        &config.cert_file,
+        &config.key_file,
+        vec![b"http/1.1".to_vec()],
+    )
+}
+
+fn server_acceptor(
+    cert_file: &Path,
+    key_file: &Path,
+    alpn: Vec<Vec<u8>>,
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let certs = load_certs(cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::Key {
+        path: key_file.to_path_buf(),
         source,
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -52,6 +75,6 @@ pub fn acceptor(config: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsErro
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    server.alpn_protocols = alpn;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }

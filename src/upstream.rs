@@ -1,5 +1,6 @@
 //! The pooled upstream client: keep-alive HTTP/1.1 to plain or TLS upstreams, with connect and
-//! response-head deadlines, and failures sorted into the kinds operators act on.
+//! response-head deadlines, the body idle timeout on what it streams up, and failures sorted into
+//! the kinds operators act on.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -80,11 +80,12 @@ CONFIG_SCHEMA = {
         "limits": {k: None for k in (
             "max_header_bytes", "max_token_bytes", "max_body_bytes", "header_read_timeout",
             "request_timeout", "upstream_connect_timeout", "max_concurrent_streams",
-            "auth_failures_per_minute")},
+            "auth_failures_per_minute", "idle_timeout", "max_connections",
+            "max_connections_per_ip")},
     },
     "token_cache": {"max_entries": None},
     "log": {"level": None, "format": None},
-    "admin": {"listen": None, "token_env": None},
+    "admin": {"listen": None, "token_env": None, "tls": {"cert_file": None, "key_file": None}},
     "providers": [{
         "name": None, "issuer": None, "jwks_url": None, "discovery": None, "algorithms": None,
         "shared_secret_env": None, "audiences": None, "clock_skew": None,
@@ -647,7 +648,7 @@ def cmd_gateway_config(args) -> int:
                 sub = f"{path}.{k}" if path else k
                 if k in ("header_read_timeout", "request_timeout", "upstream_connect_timeout",
                          "clock_skew", "refresh_interval", "min_refresh", "max_stale",
-                         "fetch_timeout", "hsts_max_age") and not DURATION.match(str(v)):
+                         "fetch_timeout", "hsts_max_age", "idle_timeout") and not DURATION.match(str(v)):
                     fails.add(f"{sub}: {v!r} is not a duration like 30s, 5m, 1h")
                 durations(v, sub)
         elif isinstance(node, list):
@@ -665,10 +666,23 @@ def cmd_gateway_config(args) -> int:
     if int(listen.rsplit(":", 1)[1]) != ports.get("https"):
         fails.add(f"server.listen {listen!r} does not match containerPort https {ports.get('https')}")
     mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
-    for key in ("cert_file", "key_file"):
-        f = cfg.get("server", {}).get("tls", {}).get(key, "")
-        if not any(f.startswith(m.rstrip("/") + "/") for m in mounts):
-            fails.add(f"server.tls.{key} {f!r} is under no volume mount {mounts}")
+    for section in ("server", "admin"):
+        for key in ("cert_file", "key_file"):
+            f = cfg.get(section, {}).get("tls", {}).get(key, "")
+            if not any(f.startswith(m.rstrip("/") + "/") for m in mounts):
+                fails.add(f"{section}.tls.{key} {f!r} is under no volume mount {mounts}")
+    # The contract: off loopback the admin listener is served over TLS, and everything that
+    # talks to it (probes, the ServiceMonitor) then speaks HTTPS.
+    if not cfg.get("admin", {}).get("tls"):
+        fails.add(f"admin.listen {admin!r} is not loopback: admin.tls is required")
+    for probe in ("readinessProbe", "livenessProbe"):
+        if c.get(probe, {}).get("httpGet", {}).get("scheme") != "HTTPS":
+            fails.add(f"{probe} must use scheme: HTTPS against the TLS admin listener")
+    for sm in find(docs, "ServiceMonitor"):
+        for ep in sm["spec"].get("endpoints", []):
+            if ep.get("port") == "admin" and (ep.get("scheme") != "https" or not ep.get("tlsConfig")):
+                fails.add(f"ServiceMonitor {sm['metadata']['name']}: the admin port needs "
+                          "scheme: https and a tlsConfig")
     if c.get("args", [])[-1:] and not any(c["args"][-1].startswith(m) for m in mounts):
         fails.add(f"container args name {c['args'][-1]} outside the mounted volumes")
     env = {e["name"] for e in c.get("env", [])}
@@ -700,7 +714,8 @@ def cmd_k8s_policy(args) -> int:
     """What schemas cannot see: references between objects, and the security posture."""
     fails = Failures()
     docs = k8s_objects()
-    external_secrets = {"jwt-gateway-tls", "jwt-gateway-admin"}  # created by the operator
+    # Created by the operator.
+    external_secrets = {"jwt-gateway-tls", "jwt-gateway-admin", "jwt-gateway-admin-tls"}
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     for d in docs:
         if "namespace" in d.get("metadata", {}):

@@ -33,20 +33,45 @@ pub fn check(config_path: &Path) -> Result<(), CliError> {
 /// exists but does not load is an error. A missing one is only a warning, since deployments
 /// often mount them at start (a Kubernetes Secret) while `check` runs in CI without them.
 fn check_files(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
-    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-    let Some(tls_config) = &config.server.tls else {
-        return (errors, warnings);
-    };
-    let named = [
-        ("server.tls.cert_file", &tls_config.cert_file),
-        ("server.tls.key_file", &tls_config.key_file),
-    ];
+    let mut found = Found::default();
+    if let Some(t) = &config.server.tls {
+        check_pair(
+            "server.tls",
+            [&t.cert_file, &t.key_file],
+            || tls::acceptor(t),
+            &mut found,
+        );
+    }
+    if let Some(t) = &config.admin.tls {
+        check_pair(
+            "admin.tls",
+            [&t.cert_file, &t.key_file],
+            || tls::admin_acceptor(t),
+            &mut found,
+        );
+    }
+    (found.errors, found.warnings)
+}
+
+#[derive(Default)]
+struct Found {
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+}
+
+/// One certificate and key pair under `section` (`server.tls`, `admin.tls`).
+fn check_pair(
+    section: &str,
+    [cert_file, key_file]: [&Path; 2],
+    load: impl FnOnce() -> Result<tokio_rustls::TlsAcceptor, TlsError>,
+    found: &mut Found,
+) {
     let mut all_there = true;
-    for (path, file) in named {
+    for (key, file) in [("cert_file", cert_file), ("key_file", key_file)] {
         if !file.exists() {
             all_there = false;
-            warnings.push(ConfigError {
-                path: path.to_string(),
+            found.warnings.push(ConfigError {
+                path: format!("{section}.{key}"),
                 message: format!(
                     "{} does not exist; `run` exits 2 until it does",
                     file.display()
@@ -54,22 +79,22 @@ fn check_files(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
             });
         }
     }
-    if all_there {
-        if let Err(e) = tls::acceptor(tls_config) {
-            let path = match e {
-                TlsError::Certificate { .. }
-                | TlsError::NoCertificate(_)
-                | TlsError::Config(rustls::Error::InvalidCertificate(_)) => "server.tls.cert_file",
-                TlsError::Key { .. } => "server.tls.key_file",
-                TlsError::Config(_) => "server.tls",
-            };
-            errors.push(ConfigError {
-                path: path.to_string(),
-                message: e.to_string(),
-            });
-        }
+    if !all_there {
+        return;
     }
-    (errors, warnings)
+    if let Err(e) = load() {
+        let key = match e {
+            TlsError::Certificate { .. }
+            | TlsError::NoCertificate(_)
+            | TlsError::Config(rustls::Error::InvalidCertificate(_)) => ".cert_file",
+            TlsError::Key { .. } => ".key_file",
+            TlsError::Config(_) => "",
+        };
+        found.errors.push(ConfigError {
+            path: format!("{section}{key}"),
+            message: e.to_string(),
+        });
+    }
 }
 
 /// One line per route, in matching order.

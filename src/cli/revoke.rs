@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{runtime, CliError};
 use crate::config;
+use crate::tls;
 
 #[derive(Subcommand, Debug)]
 pub enum RevokeCommand {
@@ -40,9 +41,13 @@ pub enum RevokeCommand {
 pub struct AdminTarget {
     pub base: String,
     pub token: Option<String>,
+    /// With `admin.tls`, the certificates of its own chain are trusted too: the admin listener
+    /// is often served with a private or self-signed certificate that no platform store holds.
+    pub roots: Vec<reqwest::Certificate>,
 }
 
-/// The admin URL and token: flags first, else the config's `admin.listen` and `admin.token_env`.
+/// The admin URL and token: flags first, else the config's `admin.listen` (`https://` with
+/// `admin.tls`) and `admin.token_env`.
 fn target(
     config_path: &Path,
     admin: Option<&str>,
@@ -60,7 +65,12 @@ fn target(
             if addr.ip().is_unspecified() {
                 addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            format!("http://{addr}")
+            let scheme = if c.admin.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{addr}")
         }
         (None, None) => {
             return Err(CliError::Usage(
@@ -77,7 +87,15 @@ fn target(
             .map(|s| String::from_utf8_lossy(&s.0).into_owned()),
         (None, None) => None,
     };
-    Ok(AdminTarget { base, token })
+    let roots = match loaded.as_ref().and_then(|c| c.admin.tls.as_ref()) {
+        Some(admin_tls) => tls::load_certs(&admin_tls.cert_file)
+            .map_err(|e| CliError::Runtime(e.to_string()))?
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(AdminTarget { base, token, roots })
 }
 
 pub fn revoke(
@@ -89,6 +107,7 @@ pub fn revoke(
     let target = target(config_path, admin, token_env)?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
+        .tls_certs_merge(target.roots.clone())
         .build()
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let request = match command {

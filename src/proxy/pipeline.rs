@@ -619,6 +619,8 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, Denial> {
     let limits = &ctx.snapshot.config.server.limits;
     let (body, outcome) = LimitedBody::new(body, limits.max_body_bytes);
+    // A body the client stops sending must not hold the upstream connection forever.
+    let body = body.with_idle_timeout(limits.idle_timeout);
     let upstream_started = Instant::now();
     let result = gateway
         .upstream

@@ -1,28 +1,48 @@
 //! The accept loops. `serve` is the one entry for the binary and the tests: it is handed bound
 //! listeners and a shutdown future, and never binds or reads the environment itself.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin;
+use crate::config::Limits;
 use crate::gateway::Gateway;
 use crate::proxy::pipeline::{handle, ConnInfo};
+use crate::server::activity::{Activity, Expiry, IdleClock, TrackedBody};
+use crate::server::io::ConnIo;
 use crate::server::preface::{read_preface, Prefixed};
+use crate::server::slots::{Caps, ConnectionSlots, Slot};
+use crate::snapshot::Snapshot;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The admin listener's bound on a TLS handshake and on a request head.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Listeners {
     pub public: TcpListener,
     pub admin: TcpListener,
+}
+
+/// Every connection task, so that shutdown can ask them to finish (`drain`) and, past the drain
+/// deadline, make them stop (`close`).
+#[derive(Clone, Default)]
+struct Connections {
+    tasks: TaskTracker,
+    drain: CancellationToken,
+    close: CancellationToken,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
@@ -34,7 +54,8 @@ pub async fn serve(
     drain: Duration,
 ) {
     gateway.start_background().await;
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::default();
+    let slots = ConnectionSlots::new(gateway.metrics.connections());
     let admin_listener = listeners.admin;
     let public_listener = listeners.public;
     tokio::pin!(shutdown);
@@ -42,11 +63,11 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = public_listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_public(&gateway, &graceful, stream, peer),
+                Ok((stream, peer)) => accept_public(&gateway, &connections, &slots, stream, peer),
                 Err(e) => accept_error(e).await,
             },
             accepted = admin_listener.accept() => match accepted {
-                Ok((stream, _)) => serve_admin(&gateway, &graceful, stream),
+                Ok((stream, _)) => serve_admin(&gateway, &connections, stream),
                 Err(e) => accept_error(e).await,
             },
         }
@@ -54,12 +75,18 @@ pub async fn serve(
     drop(public_listener);
     drop(admin_listener);
     tracing::info!(
-        connections = graceful.count(),
+        connections = connections.tasks.len(),
         "shutting down: draining in-flight requests"
     );
+    connections.tasks.close();
+    connections.drain.cancel();
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!("drain deadline passed; closing remaining connections"),
+        () = connections.tasks.wait() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!("drain deadline passed; closing remaining connections");
+            connections.close.cancel();
+            connections.tasks.wait().await;
+        }
     }
     gateway.stop_background().await;
 }
@@ -70,13 +97,39 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-fn connection_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
-    let limits = gateway.snapshot().config.server.limits.clone();
+/// Admits the connection against the connection caps, before anything (TLS included) is spent
+/// on it; a refused one is closed by dropping it.
+fn accept_public(
+    gateway: &Arc<Gateway>,
+    connections: &Connections,
+    slots: &Arc<ConnectionSlots>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let snapshot = gateway.snapshot();
+    let server = &snapshot.config.server;
+    let caps = Caps {
+        max_connections: server.limits.max_connections,
+        max_connections_per_ip: server.limits.max_connections_per_ip,
+        trusted_proxies: &server.trusted_proxies,
+    };
+    match slots.admit(peer.ip(), caps) {
+        Ok(slot) => serve_public(gateway, connections, &snapshot, stream, peer, slot),
+        Err(why) => tracing::debug!(
+            client = %peer.ip(),
+            reason = why.as_str(),
+            "connection refused at accept"
+        ),
+    }
+}
+
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The idle clock times request heads (see `activity`): hyper's own timer would also
+        // close every idle keep-alive connection after `header_read_timeout`.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
@@ -89,48 +142,73 @@ fn connection_builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// What a public connection's task carries until its first bytes are in.
+struct PublicConn {
+    gateway: Arc<Gateway>,
+    connections: Connections,
+    limits: Limits,
+    slot: Slot,
+}
+
 fn serve_public(
     gateway: &Arc<Gateway>,
-    graceful: &GracefulShutdown,
+    connections: &Connections,
+    snapshot: &Snapshot,
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
+    slot: Slot,
 ) {
     let _ = stream.set_nodelay(true);
-    let snapshot = gateway.snapshot();
     let tls = snapshot.tls.clone();
-    // The TLS handshake and the first bytes share one deadline; hyper's HTTP/1 header timeout
-    // takes over once the protocol is known.
-    let deadline = tokio::time::Instant::now() + snapshot.config.server.limits.header_read_timeout;
-    let builder = connection_builder(gateway);
-    let gateway = gateway.clone();
-    let watcher = graceful.watcher();
-    tokio::spawn(async move {
+    let limits = snapshot.config.server.limits.clone();
+    // The TLS handshake and the first bytes share one deadline; the idle clock takes over once
+    // the protocol is known.
+    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+    let public = PublicConn {
+        gateway: gateway.clone(),
+        connections: connections.clone(),
+        limits,
+        slot,
+    };
+    let drain = connections.drain.clone();
+    connections.tasks.spawn(async move {
         match tls {
             Some(acceptor) => {
-                let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
+                let opened = async {
+                    let stream =
+                        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return None;
+                            }
+                            Err(_) => return None,
+                        };
+                    first_bytes(stream, deadline).await
                 };
-                let Some(stream) = first_bytes(stream, deadline).await else {
+                let Some(Some(stream)) = unless_draining(&drain, opened).await else {
                     return;
                 };
-                let conn = ConnInfo { peer, tls: true };
-                serve_http(builder, stream, gateway, conn, watcher).await;
+                serve_http(public, stream, ConnInfo { peer, tls: true }).await;
             }
             None => {
-                let Some(stream) = first_bytes(stream, deadline).await else {
+                let opened = first_bytes(stream, deadline);
+                let Some(Some(stream)) = unless_draining(&drain, opened).await else {
                     return;
                 };
-                let conn = ConnInfo { peer, tls: false };
-                serve_http(builder, stream, gateway, conn, watcher).await;
+                serve_http(public, stream, ConnInfo { peer, tls: false }).await;
             }
         }
     });
+}
+
+/// A connection that has not sent its first bytes has no request to finish: a drain closes it
+/// at once instead of waiting out its header deadline.
+async fn unless_draining<F: Future>(drain: &CancellationToken, opening: F) -> Option<F::Output> {
+    tokio::select! {
+        () = drain.cancelled() => None,
+        opened = opening => Some(opened),
+    }
 }
 
 /// The connection with its first bytes read (see `preface`), or None if they did not come in
@@ -149,33 +227,94 @@ async fn first_bytes<IO: AsyncRead + Unpin>(
     }
 }
 
-async fn serve_http<IO>(
-    builder: auto::Builder<TokioExecutor>,
-    io: IO,
-    gateway: Arc<Gateway>,
-    conn: ConnInfo,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
+/// Drives one connection until it ends, closing it when its idle clock runs out or the gateway
+/// shuts down.
+async fn serve_http<IO>(public: PublicConn, io: Prefixed<IO>, conn: ConnInfo)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let PublicConn {
+        gateway,
+        connections,
+        limits,
+        slot,
+    } = public;
+    let idle_timeout = limits.idle_timeout;
+    let activity = Activity::new(!io.is_http2());
+    let mut clock = IdleClock::new(activity.clone(), idle_timeout, limits.header_read_timeout);
+    let io = ConnIo::new(io, activity.clone(), idle_timeout, slot);
+    let service = service_fn(move |request| {
+        let stream = activity.stream_started();
         let gateway = gateway.clone();
-        async move { handle(gateway, conn, req).await }
+        async move {
+            let Ok(response) = handle(gateway, conn, request).await;
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, stream, idle_timeout)))
+        }
     });
+    let builder = connection_builder(&limits);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let _ = watcher.watch(connection.into_owned()).await;
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            () = connections.close.cancelled() => return,
+            () = connections.drain.cancelled(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            expiry = clock.expired() => match expiry {
+                Expiry::Head => {
+                    tracing::debug!("request head not complete in time; closing");
+                    return;
+                }
+                Expiry::Idle if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                // Idle for a whole period after the GOAWAY: the client never closed its end.
+                Expiry::Idle => return,
+            }
+        }
+    }
 }
 
-fn serve_admin(gateway: &Arc<Gateway>, graceful: &GracefulShutdown, stream: TcpStream) {
+fn serve_admin(gateway: &Arc<Gateway>, connections: &Connections, stream: TcpStream) {
+    let tls = gateway.snapshot().admin_tls.clone();
     let gateway = gateway.clone();
-    let watcher = graceful.watcher();
-    tokio::spawn(async move {
-        let service = service_fn(move |req| admin::handle(gateway.clone(), req));
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let _ = watcher.watch(connection).await;
+    let task_connections = connections.clone();
+    connections.tasks.spawn(async move {
+        let connections = task_connections;
+        let Some(acceptor) = tls else {
+            return serve_admin_http(gateway, stream, &connections).await;
+        };
+        let handshake = tokio::time::timeout(ADMIN_HEADER_TIMEOUT, acceptor.accept(stream));
+        match unless_draining(&connections.drain, handshake).await {
+            Some(Ok(Ok(stream))) => serve_admin_http(gateway, stream, &connections).await,
+            Some(Ok(Err(e))) => tracing::debug!(error = %e, "admin TLS handshake failed"),
+            Some(Err(_)) => tracing::debug!("admin TLS handshake timed out"),
+            None => {}
+        }
     });
+}
+
+async fn serve_admin_http<IO>(gateway: Arc<Gateway>, io: IO, connections: &Connections)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| admin::handle(gateway.clone(), req));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = connections.drain.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        _ = connection => {}
+        () = connections.close.cancelled() => {}
+    }
 }

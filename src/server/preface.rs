@@ -42,6 +42,12 @@ impl<IO> Prefixed<IO> {
     pub fn new(prefix: Bytes, io: IO) -> Prefixed<IO> {
         Prefixed { prefix, io }
     }
+
+    /// The connection opened with the HTTP/2 preface (else it speaks HTTP/1). Decided by the
+    /// same bytes hyper-util's `auto` builder decides by.
+    pub fn is_http2(&self) -> bool {
+        self.prefix[..] == H2_PREFACE[..]
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
@@ -125,6 +131,8 @@ mod tests {
     #[tokio::test]
     async fn replays_the_prefix_then_the_rest() {
         let mut io = Prefixed::new(Bytes::from_static(b"GE"), &b"T /"[..]);
+        assert!(!io.is_http2());
+        assert!(Prefixed::new(Bytes::from_static(H2_PREFACE), &b""[..]).is_http2());
         let mut out = String::new();
         io.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "GET /");

@@ -1,5 +1,5 @@
 //! The compiled state a request reads: routes with their providers and metric handles, the
-//! header names the gateway owns, the TLS acceptor. Built whole from one `Config`; the lifecycle
+//! header names the gateway owns, the TLS acceptors. Built whole from one `Config`; the lifecycle
 //! that swaps snapshots on reload lives in `gateway`.
 
 mod routes;
@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub unrouted: RouteMetrics,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub hsts: Option<HeaderValue>,
+    /// `admin.tls`: re-read with the public certificate on every reload.
+    pub admin_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Compiles `config` into a snapshot. Providers whose settings equal one of `previous`'s are
@@ -84,6 +86,12 @@ pub fn build(
         ),
         None => (None, None),
     };
+    let admin_tls = config
+        .admin
+        .tls
+        .as_ref()
+        .map(tls::admin_acceptor)
+        .transpose()?;
     Ok(Snapshot {
         routes: RouteTable::new(routes, config.server.path),
         providers,
@@ -91,6 +99,7 @@ pub fn build(
         unrouted: metrics.route("none"),
         tls,
         hsts,
+        admin_tls,
         config: Arc::new(config),
     })
 }

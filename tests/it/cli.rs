@@ -195,10 +195,13 @@ async fn check_reads_the_tls_files_the_way_run_will() {
         "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
     );
     write("empty.crt", "");
-    let config = |cert: &str, key: &str| {
-        format!(
-            "server:\n  listen: 127.0.0.1:0\n  tls: {{cert_file: {cert}, key_file: {key}}}\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: http://127.0.0.1:9\n    auth: anonymous\n"
-        )
+    let routes = "routes:\n  - name: r\n    match: {path_prefix: /}\n    upstream: http://127.0.0.1:9\n    auth: anonymous\n";
+    let public = |cert: &str, key: &str| {
+        format!("server:\n  listen: 127.0.0.1:0\n  tls: {{cert_file: {cert}, key_file: {key}}}\n{routes}")
+    };
+    // The admin listener's pair is read by the same loader and reported under its own path.
+    let admin = |cert: &str, key: &str| {
+        format!("server:\n  listen: 127.0.0.1:0\n  insecure_plaintext: true\nadmin:\n  tls: {{cert_file: {cert}, key_file: {key}}}\n{routes}")
     };
     // (cert, key, exit code, text that must appear)
     let cases = [
@@ -220,15 +223,27 @@ async fn check_reads_the_tls_files_the_way_run_will() {
         ("good.crt", "garbage.crt", 1, "server.tls.key_file:"),
         ("good.crt", "other.key", 1, "server.tls:"),
     ];
-    for (cert, key, code, expected) in cases {
-        let path = write_config(dir.path(), "tls.yaml", &config(cert, key));
+    for ((cert, key, code, expected), section) in cases
+        .into_iter()
+        .flat_map(|case| ["server.tls", "admin.tls"].map(|section| (case, section)))
+    {
+        let expected = expected.replace("server.tls", section);
+        let config = match section {
+            "admin.tls" => admin(cert, key),
+            _ => public(cert, key),
+        };
+        let path = write_config(dir.path(), "tls.yaml", &config);
         let out = gateway_cmd(&["check", "-c", path.to_str().unwrap()]).await;
         assert_no_panic(&out);
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert_eq!(out.status.code(), Some(code), "{cert} + {key}:\n{all}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{section} {cert} + {key}:\n{all}"
+        );
         assert!(
-            all.contains(expected),
-            "{cert} + {key}: {expected:?} in\n{all}"
+            all.contains(&expected),
+            "{section} {cert} + {key}: {expected:?} in\n{all}"
         );
         assert!(
             !all.contains("PRIVATE KEY"),

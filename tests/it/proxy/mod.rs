@@ -3,6 +3,7 @@
 //! stand in for clients that send what reqwest never would.
 
 mod admin;
+mod connections;
 mod headers;
 mod limits;
 mod paths;
