@@ -15,10 +15,13 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::grpc::{GrpcStatus, GRPC_MESSAGE, GRPC_STATUS};
+use crate::metrics::GrpcCounters;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the gateway answers with: its own small JSON, or the upstream's streamed body.
-pub type ResponseBody = Either<Full<Bytes>, Incoming>;
+pub type ResponseBody = Either<Full<Bytes>, UpstreamBody>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Either::Left(Full::new(bytes.into()))
@@ -185,6 +188,109 @@ impl Body for LimitedBody {
                 self.inner = None;
                 Poll::Ready(Some(Err(Box::new(BodyStalled))))
             }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// An upstream's response body on its way to the client. For a gRPC call it also reads the call's
+/// `grpc-status` from the trailers for the metrics, and ends a call the upstream broke off (reset,
+/// or its request body refused mid-stream) with trailers of its own, as gRPC clients expect,
+/// instead of a bare stream reset they would report as `UNKNOWN`.
+pub struct UpstreamBody {
+    inner: Option<Incoming>,
+    grpc: Option<GrpcCall>,
+}
+
+/// What a gRPC call's body needs to end it properly.
+pub struct GrpcCall {
+    pub counters: Arc<GrpcCounters>,
+    /// The call's request body: 413 stands for `RESOURCE_EXHAUSTED`, a reset for `UNAVAILABLE`.
+    pub request: Arc<BodyOutcome>,
+    /// The status already arrived with the response head (a trailers-only response).
+    pub status_seen: bool,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, grpc: Option<GrpcCall>) -> UpstreamBody {
+        UpstreamBody {
+            inner: Some(inner),
+            grpc,
+        }
+    }
+
+    fn broken_call(&mut self) -> Option<Frame<Bytes>> {
+        let call = self.grpc.as_mut()?;
+        let status = if call.request.exceeded() {
+            GrpcStatus::ResourceExhausted
+        } else {
+            GrpcStatus::Unavailable
+        };
+        call.counters.count(status);
+        call.status_seen = true;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            &GRPC_STATUS,
+            http::HeaderValue::from_static(status.as_str()),
+        );
+        trailers.insert(
+            &GRPC_MESSAGE,
+            http::HeaderValue::from_static("the upstream call ended without a status"),
+        );
+        Some(Frame::trailers(trailers))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(call), Some(trailers)) = (self.grpc.as_mut(), frame.trailers_ref()) {
+                    if let Some(status) = trailers.get(&GRPC_STATUS) {
+                        call.counters
+                            .count(GrpcStatus::from_header(status.as_bytes()));
+                        call.status_seen = true;
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // Dropping the upstream body resets its stream.
+                self.inner = None;
+                match self.broken_call() {
+                    Some(trailers) => Poll::Ready(Some(Ok(trailers))),
+                    None => Poll::Ready(Some(Err(e))),
+                }
+            }
+            Poll::Ready(None) => {
+                self.inner = None;
+                if let Some(call) = self.grpc.as_mut().filter(|c| !c.status_seen) {
+                    // An upstream that ended a call without a status broke the protocol; the
+                    // client reads it as UNKNOWN, and so does the metric.
+                    call.counters.count(GrpcStatus::Unknown);
+                    call.status_seen = true;
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 

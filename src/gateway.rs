@@ -1,5 +1,6 @@
 //! The running gateway's lifecycle: one `Snapshot` of compiled config behind an `ArcSwap`, swapped
-//! whole on reload, plus what outlives a reload (metrics, the verified-token cache, the upstream pool, the JWKS client).
+//! whole on reload, plus what outlives a reload (metrics, the verified-token cache, the JWKS
+//! client).
 
 use std::sync::Arc;
 
@@ -16,7 +17,6 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Snapshot};
 use crate::tls::TlsError;
-use crate::upstream::{upstream_tls, UpstreamClient};
 
 /// Options for embedding the gateway (tests, the demo); production uses the defaults.
 #[derive(Clone, Debug, Default)]
@@ -39,11 +39,12 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
     pub cache: VerifiedCache,
-    pub upstream: UpstreamClient,
     /// Revocations outlive reloads: a changed `revocation:` section needs a restart.
     pub revocations: Arc<Revocations>,
     pub throttle: FailureThrottle,
     jwks_http: reqwest::Client,
+    /// Roots the embedder trusts for TLS upstreams, kept for the snapshots of later reloads.
+    extra_roots: Vec<CertificateDer<'static>>,
     background: tokio::sync::Mutex<Background>,
 }
 
@@ -70,21 +71,17 @@ impl Gateway {
         let jwks_http = jwks
             .build()
             .map_err(|e| BuildError::Client(e.to_string()))?;
-        let upstream_tls =
-            upstream_tls(&options.extra_roots).map_err(|e| BuildError::Client(e.to_string()))?;
-        let upstream =
-            UpstreamClient::new(config.server.limits.upstream_connect_timeout, upstream_tls);
         let cache = VerifiedCache::new(config.token_cache.max_entries);
         let revocations = Arc::new(Revocations::open(&config.revocation, metrics.clone())?);
-        let snapshot = snapshot::build(config, &metrics, &jwks_http, None)?;
+        let snapshot = snapshot::build(config, &metrics, &jwks_http, &options.extra_roots, None)?;
         Ok(Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             cache,
-            upstream,
             revocations,
             throttle: FailureThrottle::new(),
             jwks_http,
+            extra_roots: options.extra_roots,
             background: tokio::sync::Mutex::new(Background::default()),
         }))
     }
@@ -123,7 +120,13 @@ impl Gateway {
         if config.revocation != previous.config.revocation {
             tracing::warn!("the revocation section changed; it takes effect at the next restart");
         }
-        let next = snapshot::build(config, &self.metrics, &self.jwks_http, Some(&previous))?;
+        let next = snapshot::build(
+            config,
+            &self.metrics,
+            &self.jwks_http,
+            &self.extra_roots,
+            Some(&previous),
+        )?;
         let mut bg = self.background.lock().await;
         let kept: Vec<Arc<ProviderKeys>> = next.providers.clone();
         bg.refreshers.retain(|(p, token)| {

@@ -3,6 +3,7 @@
 //! `as_str()`, never from request input, so a client cannot grow the series count.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -10,6 +11,7 @@ use prometheus::{
 };
 
 use crate::denial::Reason;
+use crate::grpc::GrpcStatus;
 
 /// From 1 µs: a cache hit (~1 µs) and an RS256 verify (~20-50 µs) land in different buckets.
 const VALIDATION_BUCKETS: &[f64] = &[
@@ -43,6 +45,7 @@ pub struct Metrics {
     revocations: IntGaugeVec,
     revocation_sync: IntCounterVec,
     rate_limited: IntCounterVec,
+    grpc_responses: IntCounterVec,
     open_connections: IntGauge,
     connections_refused: IntCounterVec,
 }
@@ -209,6 +212,12 @@ impl Metrics {
                 "Requests refused by the authentication-failure limit",
                 &["route"],
             ),
+            grpc_responses: counter_vec(
+                r,
+                "gateway_grpc_responses_total",
+                "gRPC responses by grpc-status, the upstream's or the gateway's own",
+                &["route", "grpc_status"],
+            ),
             open_connections,
             connections_refused: counter_vec(
                 r,
@@ -262,6 +271,10 @@ impl Metrics {
                 self.upstream_errors.clone()
             },
             rate_limited: self.rate_limited.with_label_values(&[route]),
+            grpc: Arc::new(GrpcCounters(GrpcStatus::ALL.map(|status| {
+                self.grpc_responses
+                    .with_label_values(&[route, status.as_str()])
+            }))),
         }
     }
 
@@ -318,6 +331,19 @@ pub struct RouteMetrics {
     pub upstream_duration: Histogram,
     upstream_errors: IntCounterVec,
     pub rate_limited: IntCounter,
+    /// One counter per gRPC status, shared with the bodies that read it from the trailers.
+    pub grpc: Arc<GrpcCounters>,
+}
+
+/// `gateway_grpc_responses_total` of one route, by status.
+pub struct GrpcCounters([IntCounter; 17]);
+
+impl GrpcCounters {
+    pub fn count(&self, status: GrpcStatus) {
+        if let Some(i) = GrpcStatus::ALL.iter().position(|&s| s == status) {
+            self.0[i].inc();
+        }
+    }
 }
 
 impl RouteMetrics {

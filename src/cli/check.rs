@@ -50,6 +50,22 @@ fn check_files(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
             &mut found,
         );
     }
+    if let Some(u) = &config.upstream_tls {
+        if !u.ca_file.exists() {
+            found.warnings.push(ConfigError {
+                path: "upstream_tls.ca_file".into(),
+                message: format!(
+                    "{} does not exist; `run` exits 2 until it does",
+                    u.ca_file.display()
+                ),
+            });
+        } else if let Err(e) = tls::load_certs(&u.ca_file) {
+            found.errors.push(ConfigError {
+                path: "upstream_tls.ca_file".into(),
+                message: e.to_string(),
+            });
+        }
+    }
     (found.errors, found.warnings)
 }
 

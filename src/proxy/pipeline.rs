@@ -52,15 +52,16 @@ use crate::auth::rules;
 use crate::auth::throttle::client_ip;
 use crate::auth::token::unix_now;
 use crate::auth::verify::{self, Unverified};
-use crate::body::{LimitedBody, ResponseBody};
+use crate::body::{GrpcCall, LimitedBody, ResponseBody, UpstreamBody};
 use crate::claims;
 use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding, UnderscoreHeaders};
 use crate::denial::{BadRequest, Denial, Reason};
 use crate::gateway::Gateway;
+use crate::grpc::{self, GrpcStatus};
 use crate::metrics::UpstreamErrorKind;
 use crate::path::normalize_path;
 use crate::snapshot::{Route, RouteMiss, Snapshot};
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamError, Wire};
 
 /// What the connection tells the request about itself.
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +119,8 @@ pub struct RequestCtx {
     upstream_time: Option<f64>,
     /// One line per stage passed or failed, kept only when a front explains the request.
     narration: Option<Vec<String>>,
+    /// A gRPC call: refused in gRPC's terms, counted by `grpc-status` too.
+    grpc: bool,
 }
 
 impl RequestCtx {
@@ -141,6 +144,7 @@ impl RequestCtx {
             verified: None,
             upstream_time: None,
             narration: None,
+            grpc: false,
         }
     }
 
@@ -185,6 +189,7 @@ pub async fn handle(
     let request_id = headers::request_id(request.headers());
     let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or(""), route = tracing::field::Empty);
     let mut ctx = RequestCtx::new(snapshot, conn, request_id, request.method().clone());
+    ctx.grpc = grpc::is_grpc(request.headers());
     let version = request.version();
     let response = match proxy(&gateway, &mut ctx, request)
         .instrument(span.clone())
@@ -193,7 +198,12 @@ pub async fn handle(
         Ok(response) => response,
         Err(denial) => {
             ctx.denial = Some(denial);
-            denial.to_response(version).map(Either::Left)
+            let rendered = if ctx.grpc {
+                denial.to_grpc_response()
+            } else {
+                denial.to_response(version)
+            };
+            rendered.map(Either::Left)
         }
     };
     let _entered = span.enter();
@@ -310,6 +320,10 @@ pub async fn judge(
             route.config.upstream.uri
         )
     });
+    if grpc::is_grpc(view.headers) && upstream_wire(route, true).is_none() {
+        ctx.narrate(|| "[FAIL] gRPC needs HTTP/2 and this route's upstream speaks HTTP/1.1".into());
+        return Err(Denial::GrpcNeedsHttp2);
+    }
     let identity = match &route.config.auth {
         RouteAuth::Anonymous => {
             ctx.narrate(|| "[pass] anonymous route: no token needed".into());
@@ -427,6 +441,13 @@ fn counts_as_failure(denial: Denial) -> bool {
     )
 }
 
+/// The wire a request to `route` goes out on; `None` for gRPC to an HTTP/1.1 upstream.
+fn upstream_wire(route: &Route, grpc: bool) -> Option<Wire> {
+    let upstream = &route.config.upstream;
+    let https = upstream.scheme == http::uri::Scheme::HTTPS;
+    Wire::for_route(route.config.upstream_protocol, https, grpc)
+}
+
 /// The request's host: the absolute-form or HTTP/2 authority, else `Host`. Every `Host` present
 /// must be a host, even one RFC 9112 says to ignore: no hop behind us gets to read another.
 fn canonical_host(view: &RequestView<'_>) -> Result<Option<RequestHost>, Denial> {
@@ -533,7 +554,18 @@ pub fn rewrite_request(
         .ok_or(Denial::UnsafePath)?;
     let headers = &mut parts.headers;
     headers.remove(header::HOST);
+    // `TE: trailers` says the client takes trailers, which gRPC and HTTP/2 upstreams need to
+    // hear; every other transfer coding it might name is hop-by-hop.
+    let takes_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     headers::strip_hop_by_hop(headers, websocket);
+    if takes_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     match server.headers_with_underscores {
         // `judge` refused such a request already.
         UnderscoreHeaders::Reject => {}
@@ -563,7 +595,8 @@ pub fn rewrite_request(
     }
     headers.insert(header::HOST, route.config.upstream.host_header.clone());
     parts.uri = uri;
-    // HTTP/2 clients arrive as HTTP/2; the upstream pool speaks HTTP/1.1.
+    // The pool picks the upstream's protocol (HTTP/2 takes any request version, HTTP/1.1 refuses
+    // one marked HTTP/2), whatever the client spoke.
     parts.version = Version::HTTP_11;
     Ok(())
 }
@@ -621,11 +654,16 @@ async fn forward(
     let (body, outcome) = LimitedBody::new(body, limits.max_body_bytes);
     // A body the client stops sending must not hold the upstream connection forever.
     let body = body.with_idle_timeout(limits.idle_timeout);
+    let mut request = Request::from_parts(parts, body);
+    let wait = if ctx.grpc {
+        grpc_deadline(ctx, request.headers_mut(), limits.request_timeout)
+    } else {
+        limits.request_timeout
+    };
+    // `judge` refused what no wire carries.
+    let wire = upstream_wire(route, ctx.grpc).unwrap_or(Wire::Http2);
     let upstream_started = Instant::now();
-    let result = gateway
-        .upstream
-        .send(Request::from_parts(parts, body), limits.request_timeout)
-        .await;
+    let result = ctx.snapshot.upstream.send(request, wire, wait).await;
     let elapsed = upstream_started.elapsed().as_secs_f64();
     ctx.upstream_time = Some(elapsed);
     route.metrics.upstream_duration.observe(elapsed);
@@ -650,11 +688,37 @@ async fn forward(
                 revocations: gateway.revocations.clone(),
             });
             tokio::spawn(splice_upgraded(client_upgrade, upstream_upgrade, lifetime));
-            return Ok(response.map(Either::Right));
+            return Ok(response.map(|b| Either::Right(UpstreamBody::new(b, None))));
         }
     }
     headers::strip_hop_by_hop(response.headers_mut(), false);
-    Ok(response.map(Either::Right))
+    let call = ctx.grpc.then(|| {
+        // A trailers-only response carries its status in the head.
+        let head_status = response.headers().get(&grpc::GRPC_STATUS);
+        if let Some(status) = head_status {
+            route
+                .metrics
+                .grpc
+                .count(GrpcStatus::from_header(status.as_bytes()));
+        }
+        GrpcCall {
+            counters: route.metrics.grpc.clone(),
+            request: outcome.clone(),
+            status_seen: head_status.is_some(),
+        }
+    });
+    Ok(response.map(|b| Either::Right(UpstreamBody::new(b, call))))
+}
+
+/// How long a gRPC call may wait for its response head: its `grpc-timeout` when shorter than
+/// `request_timeout`, less the time already spent. The upstream is told what is left.
+fn grpc_deadline(ctx: &RequestCtx, headers: &mut HeaderMap, request_timeout: Duration) -> Duration {
+    let Some(asked) = grpc::timeout(headers) else {
+        return request_timeout;
+    };
+    let left = asked.saturating_sub(ctx.started.elapsed());
+    headers.insert(&grpc::GRPC_TIMEOUT, grpc::timeout_value(left));
+    left.min(request_timeout)
 }
 
 /// How long an authenticated tunnel may live: no longer than its token, which may be revoked
@@ -722,7 +786,11 @@ async fn splice_upgraded(client: OnUpgrade, upstream: OnUpgrade, lifetime: Optio
 
 /// Stamps the response, counts it and writes the access-log line.
 fn finish(ctx: &RequestCtx, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
-    let status = response.status().as_u16();
+    // A gRPC refusal is an HTTP 200 on the wire and counts as the HTTP status it stands for.
+    let status = match (ctx.grpc, ctx.denial) {
+        (true, Some(denial)) => denial.status().as_u16(),
+        _ => response.status().as_u16(),
+    };
     let headers = response.headers_mut();
     headers.insert(&X_REQUEST_ID, ctx.request_id.clone());
     if ctx.conn.tls {
@@ -742,6 +810,9 @@ fn finish(ctx: &RequestCtx, mut response: Response<ResponseBody>) -> Response<Re
     }
     if matches!(ctx.denial, Some(Denial::RateLimited { .. })) {
         route_metrics.rate_limited.inc();
+    }
+    if let (true, Some(denial)) = (ctx.grpc, ctx.denial) {
+        route_metrics.grpc.count(denial.grpc_status());
     }
     tracing::info!(
         target: "access",

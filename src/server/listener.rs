@@ -138,9 +138,17 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_pending_accept_reset_streams(Some(64))
+        // A stream whose upstream stops reading its body holds at most its own window of the
+        // connection's: 16 of them, not one, before the client's other streams stall too.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     builder
 }
+
+/// HTTP/2 receive windows for client request bodies (see `connection_builder`).
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// What a public connection's task carries until its first bytes are in.
 struct PublicConn {

@@ -7,11 +7,13 @@ mod routes;
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
+use rustls_pki_types::CertificateDer;
 
 use crate::auth::keyset::ProviderKeys;
 use crate::config::{Config, RouteAuth};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::tls::{self, TlsError};
+use crate::upstream::{upstream_tls, UpstreamClient};
 
 pub use routes::{Route, RouteMiss, RouteTable};
 
@@ -28,6 +30,9 @@ pub struct Snapshot {
     pub hsts: Option<HeaderValue>,
     /// `admin.tls`: re-read with the public certificate on every reload.
     pub admin_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The upstream pools, kept across reloads unless `upstream_tls` or the connect timeout
+    /// changed (a changed CA file is re-read then).
+    pub upstream: UpstreamClient,
 }
 
 /// Compiles `config` into a snapshot. Providers whose settings equal one of `previous`'s are
@@ -36,8 +41,19 @@ pub fn build(
     config: Config,
     metrics: &Metrics,
     jwks_http: &reqwest::Client,
+    extra_roots: &[CertificateDer<'static>],
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, TlsError> {
+    let upstream = match previous {
+        Some(p)
+            if p.config.upstream_tls == config.upstream_tls
+                && p.config.server.limits.upstream_connect_timeout
+                    == config.server.limits.upstream_connect_timeout =>
+        {
+            p.upstream.clone()
+        }
+        _ => upstream_client(&config, extra_roots)?,
+    };
     let providers: Vec<Arc<ProviderKeys>> = config
         .providers
         .iter()
@@ -100,6 +116,23 @@ pub fn build(
         tls,
         hsts,
         admin_tls,
+        upstream,
         config: Arc::new(config),
     })
+}
+
+/// Upstream TLS trusts `upstream_tls.ca_file` (and `extra_roots`, for tests and the demo) when
+/// either is given, the platform's store otherwise.
+fn upstream_client(
+    config: &Config,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<UpstreamClient, TlsError> {
+    let mut roots = extra_roots.to_vec();
+    if let Some(upstream) = &config.upstream_tls {
+        roots.extend(tls::load_certs(&upstream.ca_file)?);
+    }
+    Ok(UpstreamClient::new(
+        config.server.limits.upstream_connect_timeout,
+        upstream_tls(&roots)?,
+    ))
 }
