@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{AdminTls, TlsConfig};
+use crate::config::{CertFiles, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -52,7 +52,7 @@ pub fn acceptor(config: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsErro
 
 /// The admin listener serves only HTTP/1.1: offering `h2` would have clients pick a protocol it
 /// does not speak.
-pub fn admin_acceptor(config: &AdminTls) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+pub fn admin_acceptor(config: &CertFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     server_acceptor(
         &config.cert_file,
         &config.key_file,

@@ -190,13 +190,14 @@ pub struct LogConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Serve the admin listener over TLS (`admin.tls`); required off loopback in the manifests.
-    pub tls: Option<AdminTls>,
+    pub tls: Option<CertFiles>,
     /// The Bearer secret for mutating admin calls, read from `admin.token_env` at load.
     pub token: Option<Secret>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AdminTls {
+/// A PEM certificate chain and its private key, as `admin.tls` and `forward_auth.tls` name them.
+pub struct CertFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
 }

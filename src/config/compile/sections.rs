@@ -49,7 +49,7 @@ pub(super) fn admin(f: &mut Fields, base: &Path, errors: &mut Errors) -> Option<
         let cert = tls_fields.required_string("cert_file", errors);
         let key = tls_fields.required_string("key_file", errors);
         match (cert, key) {
-            (Some(cert), Some(key)) => Some(AdminTls {
+            (Some(cert), Some(key)) => Some(CertFiles {
                 cert_file: base.join(cert),
                 key_file: base.join(key),
             }),

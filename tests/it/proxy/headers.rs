@@ -83,7 +83,10 @@ fn assert_clean(seen: &crate::support::Seen) {
     );
     // `TE` is hop-by-hop, but its `trailers` is what gRPC and HTTP/2 upstreams need to hear;
     // nothing else of it travels.
-    assert_eq!(seen.headers.get_all("te").iter().collect::<Vec<_>>(), ["trailers"]);
+    assert_eq!(
+        seen.headers.get_all("te").iter().collect::<Vec<_>>(),
+        ["trailers"]
+    );
     assert_eq!(seen.headers["x-kept"], "yes");
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
