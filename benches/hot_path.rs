@@ -24,7 +24,9 @@ use jwt_gateway::auth::token::{self, unix_now};
 use jwt_gateway::auth::Algorithm;
 use jwt_gateway::claims::{header_value, ClaimPath};
 use jwt_gateway::config::{compile_str, ProviderConfig};
-use jwt_gateway::proxy::pipeline::{judge, rewrite_request, ConnInfo, RequestCtx, RequestView};
+use jwt_gateway::proxy::pipeline::{
+    judge, proxied_upstream, rewrite_request, ConnInfo, RequestCtx, RequestView,
+};
 use jwt_gateway::{Gateway, GatewayOptions};
 use serde_json::{json, Value};
 
@@ -427,7 +429,9 @@ fn cached_paths(c: &mut Criterion) {
                     ready(judge(&gateway, &mut ctx, RequestView::of(&parts))).expect("allowed");
                 let snapshot = ctx.snapshot.clone();
                 let route = &snapshot.routes.routes()[verdict.route];
-                rewrite_request(&ctx, route, verdict, &mut parts, false).expect("rewritten");
+                let (upstream, _wire) = proxied_upstream(route, false).expect("an upstream");
+                rewrite_request(&ctx, route, upstream, verdict, &mut parts, false)
+                    .expect("rewritten");
                 parts
             })
         });

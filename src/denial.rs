@@ -111,6 +111,8 @@ pub enum BadRequest {
     ConflictingHost,
     /// A header name with `_` under `headers_with_underscores: reject`.
     UnderscoreHeader,
+    /// A forward-auth decision request without the headers its proxy must send.
+    MissingOriginal,
 }
 
 /// Everything a denial says, as compile-time text.
@@ -193,6 +195,8 @@ pub enum Denial {
     UpstreamTimeout,
     /// A gRPC call on a route whose upstream speaks HTTP/1.1, which cannot carry it.
     GrpcNeedsHttp2,
+    /// A forward-auth decision asked by a peer outside `forward_auth.trusted_proxies`.
+    UntrustedPeer,
 }
 
 impl Denial {
@@ -206,7 +210,7 @@ impl Denial {
             | Denial::BadAuthorization
             | Denial::MalformedBody => StatusCode::BAD_REQUEST,
             Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Denial::Forbidden => StatusCode::FORBIDDEN,
+            Denial::Forbidden | Denial::UntrustedPeer => StatusCode::FORBIDDEN,
             Denial::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Denial::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denial::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -250,7 +254,8 @@ impl Denial {
             | Denial::MalformedBody
             | Denial::UpstreamUnavailable
             | Denial::UpstreamTimeout
-            | Denial::GrpcNeedsHttp2 => None,
+            | Denial::GrpcNeedsHttp2
+            | Denial::UntrustedPeer => None,
         }
     }
 
@@ -282,6 +287,10 @@ impl Denial {
             Denial::BadRequest(BadRequest::UnderscoreHeader) => text!(
                 "invalid_request",
                 "header names with underscores are not accepted"
+            ),
+            Denial::BadRequest(BadRequest::MissingOriginal) => text!(
+                "invalid_request",
+                "the decision request lacks the headers that describe the original request"
             ),
             Denial::NoRoute => text!("not_found", "no route matches this request"),
             Denial::UnsafePath => text!(
@@ -331,6 +340,10 @@ impl Denial {
                 "unimplemented",
                 "this route's upstream does not speak HTTP/2, which gRPC needs"
             ),
+            Denial::UntrustedPeer => text!(
+                "forbidden",
+                "this peer may not ask for authorization decisions"
+            ),
         }
     }
 
@@ -352,7 +365,8 @@ impl Denial {
             | Denial::BodyTooLarge
             | Denial::UpstreamUnavailable
             | Denial::UpstreamTimeout
-            | Denial::GrpcNeedsHttp2 => false,
+            | Denial::GrpcNeedsHttp2
+            | Denial::UntrustedPeer => false,
         }
     }
 
@@ -461,6 +475,8 @@ mod tests {
             (Denial::UpstreamUnavailable, 502, None),
             (Denial::UpstreamTimeout, 504, None),
             (Denial::GrpcNeedsHttp2, 501, None),
+            (Denial::UntrustedPeer, 403, None),
+            (Denial::BadRequest(BadRequest::MissingOriginal), 400, None),
         ];
         for &(denial, status, challenge) in table {
             let response = denial.to_response(Version::HTTP_11);

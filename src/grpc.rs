@@ -76,6 +76,14 @@ impl GrpcStatus {
         }
     }
 
+    /// The numeric code, as protobuf messages (`google.rpc.Status`) carry it.
+    pub fn as_code(self) -> i32 {
+        GrpcStatus::ALL
+            .iter()
+            .position(|&s| s == self)
+            .map_or(2, |i| i as i32)
+    }
+
     /// A `grpc-status` value as sent; anything but 0-16 is `Unknown`, as clients read it.
     pub fn from_header(value: &[u8]) -> GrpcStatus {
         GrpcStatus::ALL

@@ -60,6 +60,15 @@ pub fn admin_acceptor(config: &CertFiles) -> Result<tokio_rustls::TlsAcceptor, T
     )
 }
 
+/// The forward-auth listener speaks HTTP/1.1 and HTTP/2 (Envoy's gRPC `Check` needs the latter).
+pub fn decision_acceptor(config: &CertFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    server_acceptor(
+        &config.cert_file,
+        &config.key_file,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    )
+}
+
 fn server_acceptor(
     cert_file: &Path,
     key_file: &Path,

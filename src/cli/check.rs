@@ -144,7 +144,9 @@ pub fn route_table(config: &Config) -> String {
                 r.host.as_ref().map_or("*".to_string(), ToString::to_string),
                 format!("{} {}", methods, r.path_prefix),
                 auth,
-                r.upstream.uri.to_string(),
+                r.upstream
+                    .as_ref()
+                    .map_or("(decisions only)".to_string(), |u| u.uri.to_string()),
             ]
         })
         .collect();

@@ -53,9 +53,14 @@ pub(crate) async fn bind(config: &Config) -> Result<Listeners, CliError> {
             .await
             .map_err(|e| CliError::Runtime(format!("cannot listen on {addr} ({what}): {e}")))
     };
+    let forward_auth = match &config.forward_auth {
+        Some(fa) => Some(bind(fa.listen, "forward_auth.listen").await?),
+        None => None,
+    };
     Ok(Listeners {
         public: bind(config.server.listen, "server.listen").await?,
         admin: bind(config.admin.listen, "admin.listen").await?,
+        forward_auth,
     })
 }
 

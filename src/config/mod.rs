@@ -91,6 +91,8 @@ pub struct Config {
     pub revocation: RevocationConfig,
     /// Roots trusted for `https://` upstreams instead of the platform's (`upstream_tls.ca_file`).
     pub upstream_tls: Option<UpstreamTls>,
+    /// The decision listener for proxies that keep their own routing (`forward_auth:`).
+    pub forward_auth: Option<ForwardAuthConfig>,
     /// Advice that does not stop the gateway (`check` prints it, `run` logs it).
     pub warnings: Vec<ConfigError>,
 }
@@ -195,8 +197,8 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
 /// A PEM certificate chain and its private key, as `admin.tls` and `forward_auth.tls` name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
@@ -280,6 +282,15 @@ pub struct Upstream {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardAuthConfig {
+    pub listen: SocketAddr,
+    /// TLS for the decision listener; plaintext HTTP/1.1 and h2c without it.
+    pub tls: Option<CertFiles>,
+    /// Who may ask for decisions; loopback only by default.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamTls {
     pub ca_file: PathBuf,
 }
@@ -327,7 +338,8 @@ pub struct RouteConfig {
     pub host: Option<HostMatch>,
     pub path_prefix: String,
     pub methods: Option<Vec<Method>>,
-    pub upstream: Upstream,
+    /// `None`: the route only answers forward-auth decisions; proxied requests matching it are 404.
+    pub upstream: Option<Upstream>,
     pub upstream_protocol: UpstreamProtocol,
     pub strip_prefix: Option<String>,
     pub auth: RouteAuth,

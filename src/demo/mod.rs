@@ -113,7 +113,11 @@ async fn run_demo(mut config: Config, shutdown: impl Future<Output = ()>) -> Res
         .map_err(|e| DemoError::Runtime(e.to_string()))?;
     println!("{guide}");
     serve(
-        Listeners { public, admin },
+        Listeners {
+            public,
+            admin,
+            forward_auth: None,
+        },
         gateway,
         shutdown,
         DRAIN_DEADLINE,
@@ -144,11 +148,11 @@ fn rewire(
     let echo_uri: http::Uri = format!("http://{echo}")
         .parse()
         .map_err(|e: http::uri::InvalidUri| DemoError::Runtime(e.to_string()))?;
-    for route in &mut config.routes {
-        route.upstream.uri = echo_uri.clone();
-        route.upstream.scheme = http::uri::Scheme::HTTP;
+    for upstream in config.routes.iter_mut().filter_map(|r| r.upstream.as_mut()) {
+        upstream.uri = echo_uri.clone();
+        upstream.scheme = http::uri::Scheme::HTTP;
         if let Some(a) = echo_uri.authority() {
-            route.upstream.authority = a.clone();
+            upstream.authority = a.clone();
         }
     }
     let has_files = config

@@ -8,7 +8,9 @@ use http::request::Parts;
 use http::{HeaderMap, StatusCode};
 
 use super::headers;
-use super::pipeline::{judge, rewrite_request, ConnInfo, RequestCtx, RequestView};
+use super::pipeline::{
+    judge, proxied_upstream, rewrite_request, ConnInfo, RequestCtx, RequestView,
+};
 use crate::denial::Denial;
 use crate::gateway::Gateway;
 
@@ -96,7 +98,11 @@ pub async fn explain_request(gateway: &Gateway, conn: ConnInfo, mut parts: Parts
             let route = &snapshot.routes.routes()[verdict.route];
             let websocket =
                 headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
-            rewrite_request(&ctx, route, verdict, &mut parts, websocket).map(|()| parts)
+            let grpc = crate::grpc::is_grpc(&parts.headers);
+            proxied_upstream(route, grpc).and_then(|(upstream, _)| {
+                rewrite_request(&ctx, route, upstream, verdict, &mut parts, websocket)
+                    .map(|()| parts)
+            })
         }
     };
     Explanation {

@@ -2,6 +2,7 @@
 //! authenticate, authorize, rewrite, forward. `pipeline` holds the order and its reasons; the
 //! proxy and the explainer (`explain`) are two backs of the same stages.
 
+pub mod decision;
 pub mod explain;
 pub mod headers;
 pub mod host;

@@ -54,7 +54,7 @@ use crate::auth::token::unix_now;
 use crate::auth::verify::{self, Unverified};
 use crate::body::{GrpcCall, LimitedBody, ResponseBody, UpstreamBody};
 use crate::claims;
-use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding, UnderscoreHeaders};
+use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding, UnderscoreHeaders, Upstream};
 use crate::denial::{BadRequest, Denial, Reason};
 use crate::gateway::Gateway;
 use crate::grpc::{self, GrpcStatus};
@@ -62,6 +62,16 @@ use crate::metrics::UpstreamErrorKind;
 use crate::path::normalize_path;
 use crate::snapshot::{Route, RouteMiss, Snapshot};
 use crate::upstream::{UpstreamError, Wire};
+
+/// Which front handed the request to the stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    /// The public listener, which forwards what it admits.
+    Proxy,
+    /// The forward-auth listener: another proxy asks, and forwards the request itself (so the
+    /// body never passes here, and `forward_auth.trusted_proxies` are the hops to trust).
+    Decision,
+}
 
 /// What the connection tells the request about itself.
 #[derive(Clone, Copy, Debug)]
@@ -120,7 +130,8 @@ pub struct RequestCtx {
     /// One line per stage passed or failed, kept only when a front explains the request.
     narration: Option<Vec<String>>,
     /// A gRPC call: refused in gRPC's terms, counted by `grpc-status` too.
-    grpc: bool,
+    pub grpc: bool,
+    pub front: Front,
 }
 
 impl RequestCtx {
@@ -145,6 +156,7 @@ impl RequestCtx {
             upstream_time: None,
             narration: None,
             grpc: false,
+            front: Front::Proxy,
         }
     }
 
@@ -169,6 +181,20 @@ impl RequestCtx {
 
     pub fn narration(&self) -> &[String] {
         self.narration.as_deref().unwrap_or_default()
+    }
+
+    /// The refusal the request was answered with, for the metrics.
+    pub fn refused(&mut self, denial: Denial) {
+        self.denial = Some(denial);
+    }
+
+    /// The peers whose `X-Forwarded-For` hops are followed to find the client.
+    fn trusted_proxies(&self) -> &[ipnet::IpNet] {
+        let config = &self.snapshot.config;
+        match (self.front, &config.forward_auth) {
+            (Front::Decision, Some(fa)) => &fa.trusted_proxies,
+            _ => &config.server.trusted_proxies,
+        }
     }
 
     /// Records a stage's outcome when narrating; `line` is not even built otherwise.
@@ -223,13 +249,20 @@ async fn proxy(
     let snapshot = ctx.snapshot.clone();
     let route = &snapshot.routes.routes()[verdict.route];
     tracing::Span::current().record("route", route.name());
+    let (upstream, wire) = proxied_upstream(route, ctx.grpc)?;
     let websocket = headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
     let upgrade = websocket
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
-    let identity = verdict.identity.clone();
-    rewrite_request(ctx, route, verdict, &mut parts, websocket)?;
-    forward(gateway, ctx, route, parts, body, upgrade, identity).await
+    let tunnel = upgrade.map(|client| PendingTunnel {
+        client,
+        lifetime: verdict.identity.clone().map(|identity| TunnelLifetime {
+            identity,
+            revocations: gateway.revocations.clone(),
+        }),
+    });
+    rewrite_request(ctx, route, upstream, verdict, &mut parts, websocket)?;
+    forward(ctx, route, wire, parts, body, tunnel).await
 }
 
 /// Every stage that reads the request head: no I/O except a JWKS refetch on an unknown kid.
@@ -313,17 +346,10 @@ pub async fn judge(
     };
     ctx.route = Some(index);
     let route = &snapshot.routes.routes()[index];
-    ctx.narrate(|| {
-        format!(
-            "[pass] route {:?} -> {}",
-            route.name(),
-            route.config.upstream.uri
-        )
+    ctx.narrate(|| match &route.config.upstream {
+        Some(upstream) => format!("[pass] route {:?} -> {}", route.name(), upstream.uri),
+        None => format!("[pass] route {:?} (decisions only)", route.name()),
     });
-    if grpc::is_grpc(view.headers) && upstream_wire(route, true).is_none() {
-        ctx.narrate(|| "[FAIL] gRPC needs HTTP/2 and this route's upstream speaks HTTP/1.1".into());
-        return Err(Denial::GrpcNeedsHttp2);
-    }
     let identity = match &route.config.auth {
         RouteAuth::Anonymous => {
             ctx.narrate(|| "[pass] anonymous route: no token needed".into());
@@ -342,7 +368,10 @@ pub async fn judge(
             return Err(denial);
         }
     };
-    if declared_body_len(view.headers).is_some_and(|n| n > limits.max_body_bytes) {
+    // A decision never sees the body: the proxy asking enforces its own limits on it.
+    if ctx.front == Front::Proxy
+        && declared_body_len(view.headers).is_some_and(|n| n > limits.max_body_bytes)
+    {
         ctx.narrate(|| "[FAIL] Content-Length over max_body_bytes".into());
         return Err(Denial::BodyTooLarge);
     }
@@ -368,7 +397,7 @@ async fn admit(
     let snapshot = ctx.snapshot.clone();
     let server = &snapshot.config.server;
     if let Some(limit) = server.limits.auth_failures_per_minute {
-        let client = client_ip(ctx.conn.peer.ip(), view.headers, &server.trusted_proxies);
+        let client = client_ip(ctx.conn.peer.ip(), view.headers, ctx.trusted_proxies());
         if let Some(retry_after_secs) = gateway.throttle.blocked(client, limit) {
             ctx.narrate(|| format!("[FAIL] client {client} is over auth_failures_per_minute"));
             return Err(Denial::RateLimited { retry_after_secs });
@@ -408,7 +437,7 @@ async fn admit(
 
 /// Counts the stages' verdict: the decision for `finish`, and a client-caused failure for the
 /// throttle. Kept out of the stages so a front that only explains changes no state.
-fn record_decision(
+pub fn record_decision(
     gateway: &Gateway,
     ctx: &mut RequestCtx,
     headers: &HeaderMap,
@@ -426,7 +455,7 @@ fn record_decision(
             ctx.decision = denial.auth_reason().or(authenticated);
             let server = &ctx.snapshot.config.server;
             if server.limits.auth_failures_per_minute.is_some() && counts_as_failure(*denial) {
-                let client = client_ip(ctx.conn.peer.ip(), headers, &server.trusted_proxies);
+                let client = client_ip(ctx.conn.peer.ip(), headers, ctx.trusted_proxies());
                 gateway.throttle.record_failure(client);
             }
         }
@@ -441,11 +470,17 @@ fn counts_as_failure(denial: Denial) -> bool {
     )
 }
 
-/// The wire a request to `route` goes out on; `None` for gRPC to an HTTP/1.1 upstream.
-fn upstream_wire(route: &Route, grpc: bool) -> Option<Wire> {
-    let upstream = &route.config.upstream;
+/// Where and how a proxied request to `route` goes: its upstream and the wire.
+///
+/// # Errors
+///
+/// 404 for a route that only answers decisions, UNIMPLEMENTED for gRPC to an HTTP/1.1 upstream.
+pub fn proxied_upstream(route: &Route, grpc: bool) -> Result<(&Upstream, Wire), Denial> {
+    let upstream = route.config.upstream.as_ref().ok_or(Denial::NoRoute)?;
     let https = upstream.scheme == http::uri::Scheme::HTTPS;
-    Wire::for_route(route.config.upstream_protocol, https, grpc)
+    let wire = Wire::for_route(route.config.upstream_protocol, https, grpc)
+        .ok_or(Denial::GrpcNeedsHttp2)?;
+    Ok((upstream, wire))
 }
 
 /// The request's host: the absolute-form or HTTP/2 authority, else `Host`. Every `Host` present
@@ -544,14 +579,20 @@ fn render_claims(
 pub fn rewrite_request(
     ctx: &RequestCtx,
     route: &Route,
+    upstream: &Upstream,
     verdict: Verdict,
     parts: &mut Parts,
     websocket: bool,
 ) -> Result<(), Denial> {
     let snapshot = &ctx.snapshot;
     let server = &snapshot.config.server;
-    let uri = upstream_uri(route, ctx.path.as_deref().unwrap_or("/"), parts.uri.query())
-        .ok_or(Denial::UnsafePath)?;
+    let uri = upstream_uri(
+        route,
+        upstream,
+        ctx.path.as_deref().unwrap_or("/"),
+        parts.uri.query(),
+    )
+    .ok_or(Denial::UnsafePath)?;
     let headers = &mut parts.headers;
     headers.remove(header::HOST);
     // `TE: trailers` says the client takes trailers, which gRPC and HTTP/2 upstreams need to
@@ -593,7 +634,7 @@ pub fn rewrite_request(
     for (name, value) in verdict.claim_headers {
         headers.insert(name, value);
     }
-    headers.insert(header::HOST, route.config.upstream.host_header.clone());
+    headers.insert(header::HOST, upstream.host_header.clone());
     parts.uri = uri;
     // The pool picks the upstream's protocol (HTTP/2 takes any request version, HTTP/1.1 refuses
     // one marked HTTP/2), whatever the client spoke.
@@ -602,8 +643,12 @@ pub fn rewrite_request(
 }
 
 /// The upstream sees exactly the matched (normalized) path, after `strip_prefix`.
-fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Option<Uri> {
-    let upstream = &route.config.upstream;
+fn upstream_uri(
+    route: &Route,
+    upstream: &Upstream,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Uri> {
     let stripped = match &route.config.strip_prefix {
         Some(prefix) => {
             let rest = path
@@ -623,7 +668,7 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Option<Uri> {
     build_uri(upstream, stripped, query)
 }
 
-fn build_uri(upstream: &crate::config::Upstream, path: &str, query: Option<&str>) -> Option<Uri> {
+fn build_uri(upstream: &Upstream, path: &str, query: Option<&str>) -> Option<Uri> {
     let mut pq = String::with_capacity(
         upstream.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
     );
@@ -641,14 +686,20 @@ fn build_uri(upstream: &crate::config::Upstream, path: &str, query: Option<&str>
         .ok()
 }
 
+/// A WebSocket handshake being passed through: the client's side of the switch, and how long
+/// the tunnel may live.
+struct PendingTunnel {
+    client: OnUpgrade,
+    lifetime: Option<TunnelLifetime>,
+}
+
 async fn forward(
-    gateway: &Gateway,
     ctx: &mut RequestCtx,
     route: &Route,
+    wire: Wire,
     parts: Parts,
     body: Incoming,
-    client_upgrade: Option<OnUpgrade>,
-    identity: Option<Arc<CachedToken>>,
+    tunnel: Option<PendingTunnel>,
 ) -> Result<Response<ResponseBody>, Denial> {
     let limits = &ctx.snapshot.config.server.limits;
     let (body, outcome) = LimitedBody::new(body, limits.max_body_bytes);
@@ -660,8 +711,6 @@ async fn forward(
     } else {
         limits.request_timeout
     };
-    // `judge` refused what no wire carries.
-    let wire = upstream_wire(route, ctx.grpc).unwrap_or(Wire::Http2);
     let upstream_started = Instant::now();
     let result = ctx.snapshot.upstream.send(request, wire, wait).await;
     let elapsed = upstream_started.elapsed().as_secs_f64();
@@ -681,13 +730,13 @@ async fn forward(
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let Some(tunnel) = tunnel {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let lifetime = identity.map(|identity| TunnelLifetime {
-                identity,
-                revocations: gateway.revocations.clone(),
-            });
-            tokio::spawn(splice_upgraded(client_upgrade, upstream_upgrade, lifetime));
+            tokio::spawn(splice_upgraded(
+                tunnel.client,
+                upstream_upgrade,
+                tunnel.lifetime,
+            ));
             return Ok(response.map(|b| Either::Right(UpstreamBody::new(b, None))));
         }
     }
@@ -785,7 +834,7 @@ async fn splice_upgraded(client: OnUpgrade, upstream: OnUpgrade, lifetime: Optio
 }
 
 /// Stamps the response, counts it and writes the access-log line.
-fn finish(ctx: &RequestCtx, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+pub fn finish<B>(ctx: &RequestCtx, mut response: Response<B>) -> Response<B> {
     // A gRPC refusal is an HTTP 200 on the wire and counts as the HTTP status it stands for.
     let status = match (ctx.grpc, ctx.denial) {
         (true, Some(denial)) => denial.status().as_u16(),
@@ -798,6 +847,13 @@ fn finish(ctx: &RequestCtx, mut response: Response<ResponseBody>) -> Response<Re
             headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
+    record(ctx, status);
+    response
+}
+
+/// Counts an answered request and writes its access-log line; `status` is the HTTP status it
+/// was answered with (or, for gRPC and decisions, stands for).
+pub fn record(ctx: &RequestCtx, status: u16) {
     let route = ctx.route();
     let route_metrics = route.map_or(&ctx.snapshot.unrouted, |r| &r.metrics);
     let elapsed = ctx.started.elapsed().as_secs_f64();
@@ -827,6 +883,15 @@ fn finish(ctx: &RequestCtx, mut response: Response<ResponseBody>) -> Response<Re
         jti = ctx.verified.as_ref().and_then(|v| v.claims.jti.as_deref()).unwrap_or(""),
         duration_ms = elapsed * 1000.0,
         upstream_ms = ctx.upstream_time.map_or(0.0, |t| t * 1000.0),
+        front = ctx.front.as_str(),
     );
-    response
+}
+
+impl Front {
+    fn as_str(self) -> &'static str {
+        match self {
+            Front::Proxy => "proxy",
+            Front::Decision => "decision",
+        }
+    }
 }

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::config::Limits;
 use crate::gateway::Gateway;
+use crate::proxy::decision::handle_decision;
 use crate::proxy::pipeline::{handle, ConnInfo};
 use crate::server::activity::{Activity, Expiry, IdleClock, TrackedBody};
 use crate::server::io::ConnIo;
@@ -34,6 +37,16 @@ const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Listeners {
     pub public: TcpListener,
     pub admin: TcpListener,
+    /// The decision listener, when the config has a `forward_auth` section.
+    pub forward_auth: Option<TcpListener>,
+}
+
+/// The two listeners that serve requests through the pipeline: the proxy, and the decision
+/// service for other proxies. They share connection handling (caps, TLS, timeouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Front {
+    Proxy,
+    Decisions,
 }
 
 /// Every connection task, so that shutdown can ask them to finish (`drain`) and, past the drain
@@ -58,12 +71,21 @@ pub async fn serve(
     let slots = ConnectionSlots::new(gateway.metrics.connections());
     let admin_listener = listeners.admin;
     let public_listener = listeners.public;
+    let decision_listener = listeners.forward_auth;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = public_listener.accept() => match accepted {
-                Ok((stream, peer)) => accept_public(&gateway, &connections, &slots, stream, peer),
+                Ok((stream, peer)) => {
+                    accept_public(&gateway, &connections, &slots, stream, peer, Front::Proxy)
+                }
+                Err(e) => accept_error(e).await,
+            },
+            accepted = accept_if_some(decision_listener.as_ref()) => match accepted {
+                Ok((stream, peer)) => {
+                    accept_public(&gateway, &connections, &slots, stream, peer, Front::Decisions)
+                }
                 Err(e) => accept_error(e).await,
             },
             accepted = admin_listener.accept() => match accepted {
@@ -74,6 +96,7 @@ pub async fn serve(
     }
     drop(public_listener);
     drop(admin_listener);
+    drop(decision_listener);
     tracing::info!(
         connections = connections.tasks.len(),
         "shutting down: draining in-flight requests"
@@ -91,6 +114,16 @@ pub async fn serve(
     gateway.stop_background().await;
 }
 
+/// Accepts on `listener`, or waits forever when there is none.
+async fn accept_if_some(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Out of file descriptors and similar: back off instead of spinning on the error.
 async fn accept_error(e: std::io::Error) {
     tracing::warn!(error = %e, "accept failed");
@@ -105,16 +138,21 @@ fn accept_public(
     slots: &Arc<ConnectionSlots>,
     stream: TcpStream,
     peer: SocketAddr,
+    front: Front,
 ) {
     let snapshot = gateway.snapshot();
     let server = &snapshot.config.server;
+    let trusted_proxies = match (front, &snapshot.config.forward_auth) {
+        (Front::Decisions, Some(fa)) => &fa.trusted_proxies,
+        _ => &server.trusted_proxies,
+    };
     let caps = Caps {
         max_connections: server.limits.max_connections,
         max_connections_per_ip: server.limits.max_connections_per_ip,
-        trusted_proxies: &server.trusted_proxies,
+        trusted_proxies,
     };
     match slots.admit(peer.ip(), caps) {
-        Ok(slot) => serve_public(gateway, connections, &snapshot, stream, peer, slot),
+        Ok(slot) => serve_public(gateway, connections, &snapshot, stream, peer, slot, front),
         Err(why) => tracing::debug!(
             client = %peer.ip(),
             reason = why.as_str(),
@@ -165,9 +203,13 @@ fn serve_public(
     stream: TcpStream,
     peer: SocketAddr,
     slot: Slot,
+    front: Front,
 ) {
     let _ = stream.set_nodelay(true);
-    let tls = snapshot.tls.clone();
+    let tls = match front {
+        Front::Proxy => snapshot.tls.clone(),
+        Front::Decisions => snapshot.forward_auth_tls.clone(),
+    };
     let limits = snapshot.config.server.limits.clone();
     // The TLS handshake and the first bytes share one deadline; the idle clock takes over once
     // the protocol is known.
@@ -197,14 +239,14 @@ fn serve_public(
                 let Some(Some(stream)) = unless_draining(&drain, opened).await else {
                     return;
                 };
-                serve_http(public, stream, ConnInfo { peer, tls: true }).await;
+                serve_front(public, stream, ConnInfo { peer, tls: true }, front).await;
             }
             None => {
                 let opened = first_bytes(stream, deadline);
                 let Some(Some(stream)) = unless_draining(&drain, opened).await else {
                     return;
                 };
-                serve_http(public, stream, ConnInfo { peer, tls: false }).await;
+                serve_front(public, stream, ConnInfo { peer, tls: false }, front).await;
             }
         }
     });
@@ -235,11 +277,25 @@ async fn first_bytes<IO: AsyncRead + Unpin>(
     }
 }
 
-/// Drives one connection until it ends, closing it when its idle clock runs out or the gateway
-/// shuts down.
-async fn serve_http<IO>(public: PublicConn, io: Prefixed<IO>, conn: ConnInfo)
+async fn serve_front<IO>(public: PublicConn, io: Prefixed<IO>, conn: ConnInfo, front: Front)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match front {
+        Front::Proxy => serve_http(public, io, conn, handle).await,
+        Front::Decisions => serve_http(public, io, conn, handle_decision).await,
+    }
+}
+
+/// Drives one connection until it ends, closing it when its idle clock runs out or the gateway
+/// shuts down; `serve` answers each request.
+async fn serve_http<IO, S, F, B>(public: PublicConn, io: Prefixed<IO>, conn: ConnInfo, serve: S)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Arc<Gateway>, ConnInfo, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<crate::body::BoxError>,
 {
     let PublicConn {
         gateway,
@@ -255,7 +311,7 @@ where
         let stream = activity.stream_started();
         let gateway = gateway.clone();
         async move {
-            let Ok(response) = handle(gateway, conn, request).await;
+            let Ok(response) = serve(gateway, conn, request).await;
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, stream, idle_timeout)))
         }
     });

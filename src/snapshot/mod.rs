@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub hsts: Option<HeaderValue>,
     /// `admin.tls`: re-read with the public certificate on every reload.
     pub admin_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `forward_auth.tls`, likewise.
+    pub forward_auth_tls: Option<tokio_rustls::TlsAcceptor>,
     /// The upstream pools, kept across reloads unless `upstream_tls` or the connect timeout
     /// changed (a changed CA file is re-read then).
     pub upstream: UpstreamClient,
@@ -108,6 +110,12 @@ pub fn build(
         .as_ref()
         .map(tls::admin_acceptor)
         .transpose()?;
+    let forward_auth_tls = config
+        .forward_auth
+        .as_ref()
+        .and_then(|fa| fa.tls.as_ref())
+        .map(tls::decision_acceptor)
+        .transpose()?;
     Ok(Snapshot {
         routes: RouteTable::new(routes, config.server.path),
         providers,
@@ -116,6 +124,7 @@ pub fn build(
         tls,
         hsts,
         admin_tls,
+        forward_auth_tls,
         upstream,
         config: Arc::new(config),
     })

@@ -64,6 +64,11 @@ const ERRORS: &[Case] = &[
         ],
     ),
     (
+        "compile: forward_auth on another listener's address",
+        &["forward_auth: {listen: \"127.0.0.1:8443\"}"],
+        &["forward_auth.listen: must differ from server.listen and admin.listen"],
+    ),
+    (
         "compile: admin on the public listener",
         &["admin.listen: \"127.0.0.1:8443\""],
         &["admin.listen: must differ from server.listen: the admin API is never served on the public listener"],
@@ -453,9 +458,9 @@ const ERRORS: &[Case] = &[
         &["routes[0].upstream: must not carry a query"],
     ),
     (
-        "yaml: required",
+        "routes: upstream required without forward_auth",
         &["-routes[0].upstream"],
-        &["routes[0].upstream: is required"],
+        &["routes[0].upstream: is required (only with a forward_auth section may a route serve decisions alone)"],
     ),
     (
         "routes: auth required",
@@ -587,6 +592,16 @@ const ERRORS: &[Case] = &[
         "sections: redis_url required",
         &["revocation: {backend: redis}"],
         &["revocation.redis_url: is required with backend: redis"],
+    ),
+    (
+        "sections: forward_auth trusted proxy",
+        &["forward_auth: {trusted_proxies: [nginx]}"],
+        &["forward_auth.trusted_proxies[0]: \"nginx\" is not an IP address or CIDR block"],
+    ),
+    (
+        "yaml: required",
+        &["forward_auth: {tls: {cert_file: fa.crt}}"],
+        &["forward_auth.tls.key_file: is required"],
     ),
     (
         "sections: revocation backend",

@@ -40,7 +40,19 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
     let log = sections::log(&mut root.child("log", &mut errors), &mut errors);
     let admin = sections::admin(&mut root.child("admin", &mut errors), base, &mut errors);
     let providers = providers::providers(&mut root, &mut errors);
-    let routes = routes::routes(&mut root, &providers, &mut errors, &mut warnings);
+    let forward_auth = sections::forward_auth(
+        &mut root.child("forward_auth", &mut errors),
+        base,
+        &mut errors,
+    );
+    let decisions_only_allowed = root.has_non_null("forward_auth");
+    let routes = routes::routes(
+        &mut root,
+        &providers,
+        decisions_only_allowed,
+        &mut errors,
+        &mut warnings,
+    );
     let revocation = sections::revocation(
         &mut root.child("revocation", &mut errors),
         base,
@@ -64,6 +76,14 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
                     message: "must differ from server.listen: the admin API is never served on the public listener".into(),
                 }]);
             }
+            if let Some(fa) = &forward_auth {
+                if fa.listen == server.listen || fa.listen == admin.listen {
+                    return Err(vec![ConfigError {
+                        path: "forward_auth.listen".into(),
+                        message: "must differ from server.listen and admin.listen".into(),
+                    }]);
+                }
+            }
             Ok(Config {
                 server,
                 token_cache,
@@ -73,6 +93,7 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
                 routes,
                 revocation,
                 upstream_tls,
+                forward_auth,
                 warnings: warnings.0,
             })
         }
@@ -337,6 +358,31 @@ routes:
             errors_of(&(config("", "", "") + "upstream_tls: {}\n")),
             ["upstream_tls.ca_file: is required"]
         );
+    }
+
+    #[test]
+    fn forward_auth_defaults_to_loopback_and_allows_decision_only_routes() {
+        let decision_only =
+            config("", "", "").replace("    upstream: \"http://127.0.0.1:9\"\n", "");
+        assert_eq!(
+            errors_of(&decision_only),
+            ["routes[0].upstream: is required (only with a forward_auth section may a route serve decisions alone)"]
+        );
+        let c = compiled(&(decision_only + "forward_auth: {}\n"));
+        let fa = c.forward_auth.expect("forward_auth");
+        assert_eq!(fa.listen, "127.0.0.1:9902".parse().unwrap());
+        assert!(fa.tls.is_none());
+        let trusted: Vec<String> = fa.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["127.0.0.0/8", "::1/128"]);
+        assert!(c.routes[0].upstream.is_none());
+        let c = compiled(
+            &(config("", "", "")
+                + "forward_auth: {listen: \"0.0.0.0:7000\", trusted_proxies: [10.0.0.0/8], tls: {cert_file: a.crt, key_file: a.key}}\n"),
+        );
+        let fa = c.forward_auth.expect("forward_auth");
+        assert_eq!(fa.trusted_proxies.len(), 1);
+        assert!(fa.tls.is_some());
+        assert!(c.routes[0].upstream.is_some());
     }
 
     #[test]

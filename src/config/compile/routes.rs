@@ -33,9 +33,11 @@ const RESERVED_HEADERS: &[&str] = &[
     "forwarded",
     "cookie",
 ];
+/// `decisions_only_allowed`: a `forward_auth` section exists, so a route may omit `upstream`.
 pub(super) fn routes(
     root: &mut Fields,
     providers: &Providers,
+    decisions_only_allowed: bool,
     errors: &mut Errors,
     warnings: &mut Errors,
 ) -> Vec<RouteConfig> {
@@ -55,6 +57,7 @@ pub(super) fn routes(
         if let Some(r) = route(
             &mut Fields::of(Some(item), path.clone(), errors),
             providers,
+            decisions_only_allowed,
             errors,
             warnings,
         ) {
@@ -105,6 +108,7 @@ fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
 fn route(
     f: &mut Fields,
     providers: &Providers,
+    decisions_only_allowed: bool,
     errors: &mut Errors,
     warnings: &mut Errors,
 ) -> Option<RouteConfig> {
@@ -159,9 +163,17 @@ fn route(
     m.end(errors);
 
     let upstream_path = f.path_of("upstream");
-    let upstream = f
-        .required_string("upstream", errors)
-        .and_then(|u| upstream(&u, &upstream_path, errors));
+    let upstream = match f.string("upstream", errors) {
+        Some(u) => upstream(&u, &upstream_path, errors).map(Some),
+        None if decisions_only_allowed => Some(None),
+        None => {
+            errors.push(
+                &upstream_path,
+                "is required (only with a forward_auth section may a route serve decisions alone)",
+            );
+            None
+        }
+    };
     let upstream_protocol = match f.string("upstream_protocol", errors).as_deref() {
         None | Some("auto") => UpstreamProtocol::Auto,
         Some("http1") => UpstreamProtocol::Http1,

@@ -143,3 +143,56 @@ pub(super) fn upstream_tls(
         ca_file: base.join(ca),
     })
 }
+
+pub(super) fn forward_auth(
+    f: &mut Fields,
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<ForwardAuthConfig> {
+    if !f.is_present() {
+        f.end(errors);
+        return None;
+    }
+    let listen = socket_addr(f, "listen", "127.0.0.1:9902", errors);
+    let tls = cert_pair(&mut f.child("tls", errors), base, errors);
+    let trusted_proxies = match f.strings("trusted_proxies", errors) {
+        None => vec![
+            "127.0.0.0/8".parse().expect("a CIDR literal"),
+            "::1/128".parse().expect("a CIDR literal"),
+        ],
+        Some(list) => list
+            .into_iter()
+            .filter_map(|(text, path)| match super::server::parse_net(&text) {
+                Some(net) => Some(net),
+                None => {
+                    errors.push(
+                        &path,
+                        format!("{text:?} is not an IP address or CIDR block"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    };
+    f.end(errors);
+    Some(ForwardAuthConfig {
+        listen: listen?,
+        tls,
+        trusted_proxies,
+    })
+}
+
+/// `{cert_file, key_file}`, both required when the map is there.
+fn cert_pair(f: &mut Fields, base: &Path, errors: &mut Errors) -> Option<CertFiles> {
+    if !f.is_present() {
+        f.end(errors);
+        return None;
+    }
+    let cert = f.required_string("cert_file", errors);
+    let key = f.required_string("key_file", errors);
+    f.end(errors);
+    Some(CertFiles {
+        cert_file: base.join(cert?),
+        key_file: base.join(key?),
+    })
+}

@@ -105,7 +105,7 @@ fn underscore_headers(f: &mut Fields, errors: &mut Errors) -> UnderscoreHeaders 
     }
 }
 
-fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+pub(super) fn parse_net(text: &str) -> Option<ipnet::IpNet> {
     text.parse::<ipnet::IpNet>().ok().or_else(|| {
         text.parse::<std::net::IpAddr>()
             .ok()

@@ -64,6 +64,8 @@ impl Pki {
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The forward-auth listener, when the config has one.
+    pub decisions: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     pub pki: Pki,
     pub dir: tempfile::TempDir,
@@ -99,13 +101,29 @@ impl TestGateway {
         let admin = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
+        let forward_auth = match gateway.snapshot().config.forward_auth.is_some() {
+            true => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            false => None,
+        };
+        let decisions = forward_auth
+            .as_ref()
+            .map(|l| l.local_addr().map_err(|e| e.to_string()))
+            .transpose()?;
         let addr = public.local_addr().map_err(|e| e.to_string())?;
         let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
         let (tx, rx) = oneshot::channel::<()>();
         let g = gateway.clone();
         let task = tokio::spawn(async move {
             jwt_gateway::serve(
-                Listeners { public, admin },
+                Listeners {
+                    public,
+                    admin,
+                    forward_auth,
+                },
                 g,
                 async {
                     let _ = rx.await;
@@ -117,6 +135,7 @@ impl TestGateway {
         Ok(TestGateway {
             addr,
             admin: admin_addr,
+            decisions,
             gateway,
             pki,
             dir,
