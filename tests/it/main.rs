@@ -10,6 +10,7 @@ mod demo;
 mod differential;
 mod explain;
 mod faults;
+mod grpc;
 mod hostile;
 mod jwks;
 mod metrics;

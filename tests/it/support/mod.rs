@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod denials;
+pub mod grpc;
 pub mod keys;
 pub mod process;
 pub mod real_upstreams;
