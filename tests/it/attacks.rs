@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::auth::auth_yaml;
 use crate::support::keys::{b64, Material};
 use crate::support::{
-    claims, expect_denied, mint_raw, Issuer, TestGateway, TestKey, Upstream, Want,
+    claims, expect_denied, mint_raw, Issuer, SigningKey, TestGateway, Upstream, Want,
 };
 
 /// A loopback listener that only counts connections: where an attacker's `jku`/`x5u` points.
@@ -44,8 +44,8 @@ impl Tripwire {
 
 /// A provider trusting an RSA key (`rsa1`, RS256) and a P-256 key (`ec1`, ES256).
 struct Target {
-    rsa: TestKey,
-    ec: TestKey,
+    rsa: SigningKey,
+    ec: SigningKey,
     issuer: Issuer,
     upstream: Upstream,
     gw: TestGateway,
@@ -57,8 +57,8 @@ impl Target {
     }
 
     async fn start_with(algorithms: &str, provider_extra: &str) -> Target {
-        let rsa = TestKey::rsa("rsa1");
-        let ec = TestKey::p256("ec1");
+        let rsa = SigningKey::rsa("rsa1");
+        let ec = SigningKey::p256("ec1");
         let issuer = Issuer::start(&[(&rsa, "RS256"), (&ec, "ES256")]).await;
         let upstream = Upstream::start().await;
         let gw = TestGateway::start(&auth_yaml(
@@ -155,7 +155,7 @@ async fn alg_none_in_every_spelling_is_refused() {
 }
 
 /// PKCS#1 `RSAPublicKey` DER and its PEM: what a confused HS256 verifier would use as the secret.
-fn rsa_public_forms(key: &TestKey) -> Vec<(&'static str, Vec<u8>)> {
+fn rsa_public_forms(key: &SigningKey) -> Vec<(&'static str, Vec<u8>)> {
     let Material::Rsa(pair) = &key.material else {
         panic!("an RSA key");
     };
@@ -188,7 +188,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
     let t = Target::start().await;
     let payload = t.payload();
     for (form, secret) in rsa_public_forms(&t.rsa) {
-        let hs = TestKey::hmac(&secret);
+        let hs = SigningKey::hmac(&secret);
         for alg in ["HS256", "HS384", "HS512"] {
             let header = json!({"alg": alg, "typ": "JWT", "kid": "rsa1"}).to_string();
             let token = mint_raw(&header, &payload, |i| hs.sign(alg, i));
@@ -206,7 +206,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
     // configured shared secret verifies HS256, so the forgery is a bad signature.
     let var = format!(
         "JWTGW_TEST_CONFUSION_{}",
-        crate::support::keys::rand_suffix().replace(['-', '_'], "X")
+        crate::support::keys::random_id().replace(['-', '_'], "X")
     );
     std::env::set_var(&var, "a-completely-different-secret-of-40-bytes");
     let t = Target::start_with(
@@ -216,7 +216,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
     .await;
     let payload = t.payload();
     for (form, secret) in rsa_public_forms(&t.rsa) {
-        let hs = TestKey::hmac(&secret);
+        let hs = SigningKey::hmac(&secret);
         let header = json!({"alg": "HS256", "typ": "JWT", "kid": "rsa1"}).to_string();
         let token = mint_raw(&header, &payload, |i| hs.sign("HS256", i));
         t.refused(
@@ -231,7 +231,7 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jku_and_x5u_are_never_fetched() {
     let t = Target::start().await;
-    let attacker = TestKey::rsa_other("attacker");
+    let attacker = SigningKey::rsa_other("attacker");
     let attacker_issuer = Issuer::start(&[(&attacker, "RS256")]).await;
     let tripwire = Tripwire::start().await;
     let jku = attacker_issuer.jwks_url();
@@ -281,8 +281,8 @@ async fn jku_and_x5u_are_never_fetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_jwk_and_x5c_are_never_trusted() {
     let t = Target::start().await;
-    let attacker_ec = TestKey::p256("ec-attacker");
-    let attacker_rsa = TestKey::rsa_other("rsa-attacker");
+    let attacker_ec = SigningKey::p256("ec-attacker");
+    let attacker_rsa = SigningKey::rsa_other("rsa-attacker");
     let c = t.claims();
     let cert = STANDARD.encode(&t.gw.pki.ca_der);
     let cases = [
@@ -560,7 +560,7 @@ fn ecdsa_der(fixed: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psychic_and_der_ecdsa_signatures_are_refused() {
     let t = Target::start().await;
-    let p384 = TestKey::p384("ec384");
+    let p384 = SigningKey::p384("ec384");
     let payload = t.payload();
     let header = r#"{"alg":"ES256","kid":"ec1"}"#;
     let cases: Vec<(Vec<u8>, &str)> = vec![
@@ -626,13 +626,13 @@ async fn a_different_key_under_a_trusted_kid_is_refused() {
     t.refused(
         Want::Invalid("bad_signature"),
         "other RSA key, same kid",
-        &TestKey::rsa_other("rsa1").mint("RS256", &c),
+        &SigningKey::rsa_other("rsa1").mint("RS256", &c),
     )
     .await;
     t.refused(
         Want::Invalid("bad_signature"),
         "other P-256 key, same kid",
-        &TestKey::p256("ec1").mint("ES256", &c),
+        &SigningKey::p256("ec1").mint("ES256", &c),
     )
     .await;
     t.control().await;
@@ -646,14 +646,14 @@ async fn a_kid_used_with_the_wrong_key_family_is_refused() {
     t.refused(
         Want::Invalid("alg_not_allowed"),
         "ES256 under the RSA kid",
-        &TestKey::p256("rsa1").mint("ES256", &c),
+        &SigningKey::p256("rsa1").mint("ES256", &c),
     )
     .await;
     // RS256 under the EC key's kid.
     t.refused(
         Want::Invalid("alg_not_allowed"),
         "RS256 under the EC kid",
-        &TestKey::rsa_other("ec1").mint("RS256", &c),
+        &SigningKey::rsa_other("ec1").mint("RS256", &c),
     )
     .await;
     t.control().await;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::keys::b64;
 use crate::support::process::{free_port, GatewayProcess};
-use crate::support::{claims, Issuer, TestKey, Upstream};
+use crate::support::{claims, Issuer, SigningKey, Upstream};
 
 const HMAC_SECRET: &str = "audit-hmac-secret-6b1f0e2c9d8a7b6c5d4e3f2a1b0c";
 const ADMIN_SECRET: &str = "audit-admin-secret-0f1e2d3c4b5a69788796a5b4";
@@ -141,8 +141,8 @@ fn request_id(r: &reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_json_access_line_per_request_and_never_a_secret() {
-    let rsa = TestKey::rsa("audit-rsa");
-    let hmac = TestKey::hmac(HMAC_SECRET.as_bytes());
+    let rsa = SigningKey::rsa("audit-rsa");
+    let hmac = SigningKey::hmac(HMAC_SECRET.as_bytes());
     let issuer = Issuer::start(&[(&rsa, "RS256")]).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -7,9 +7,9 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
 use crate::support::denials::decisions;
-use crate::support::keys::rand_suffix;
+use crate::support::keys::random_id;
 use crate::support::{
-    claims, expect_denied, now, raw_exchange, Issuer, TestGateway, TestKey, Upstream, Want,
+    claims, expect_denied, now, raw_exchange, Issuer, SigningKey, TestGateway, Upstream, Want,
 };
 
 /// One provider `test` trusting `issuer`, and routes for each kind of rule:
@@ -89,7 +89,7 @@ routes:
 }
 
 struct Rig {
-    key: TestKey,
+    key: SigningKey,
     issuer: Issuer,
     upstream: Upstream,
     gw: TestGateway,
@@ -97,7 +97,7 @@ struct Rig {
 
 impl Rig {
     async fn start(provider_extra: &str, limits: &str) -> Rig {
-        let key = TestKey::p256("k1");
+        let key = SigningKey::p256("k1");
         let issuer = Issuer::start(&[(&key, "ES256")]).await;
         let upstream = Upstream::start().await;
         let gw = TestGateway::start(&auth_yaml(
@@ -317,7 +317,7 @@ async fn two_authorization_headers_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_over_max_token_bytes_is_400() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let at_limit = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
@@ -381,7 +381,7 @@ async fn invalid_tokens_are_401_with_their_reason() {
     .await;
 
     // A kid the issuer does not publish, even after the refetch it triggers.
-    let stranger = TestKey::p256("not-published");
+    let stranger = SigningKey::p256("not-published");
     rig.denied(
         "api",
         "/api/x",
@@ -397,7 +397,7 @@ async fn invalid_tokens_are_401_with_their_reason() {
         "/api/x",
         Want::Invalid("alg_not_allowed"),
         "alg not allowed",
-        &TestKey::rsa("k1").mint("RS256", &rig.claims()),
+        &SigningKey::rsa("k1").mint("RS256", &rig.claims()),
     )
     .await;
 
@@ -597,7 +597,7 @@ async fn valid_token_lacking_role_or_scope_is_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_unavailable_is_503_with_retry_after() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     issuer.set_status(500);
     let upstream = Upstream::start().await;
@@ -628,28 +628,28 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef01234567
 
 /// One key per algorithm family, HMAC over `SECRET` included.
 struct EveryFamily {
-    rsa: TestKey,
-    p256: TestKey,
-    p384: TestKey,
-    ed: TestKey,
-    hmac: TestKey,
+    rsa: SigningKey,
+    p256: SigningKey,
+    p384: SigningKey,
+    ed: SigningKey,
+    hmac: SigningKey,
 }
 
 impl EveryFamily {
     fn new() -> EveryFamily {
         EveryFamily {
-            rsa: TestKey::rsa("rsa"),
-            p256: TestKey::p256("ec256"),
-            p384: TestKey::p384("ec384"),
-            ed: TestKey::ed25519("ed"),
-            hmac: TestKey::hmac(SECRET),
+            rsa: SigningKey::rsa("rsa"),
+            p256: SigningKey::p256("ec256"),
+            p384: SigningKey::p384("ec384"),
+            ed: SigningKey::ed25519("ed"),
+            hmac: SigningKey::hmac(SECRET),
         }
     }
 
     /// An issuer whose JWKS holds the RSA key without `alg` (so it serves RS* and PS*) and
     /// the others bound to their algorithm.
     async fn issuer(&self) -> Issuer {
-        let bound = |key: &TestKey, alg: &str| {
+        let bound = |key: &SigningKey, alg: &str| {
             let mut jwk = key.jwk();
             jwk["alg"] = json!(alg);
             jwk
@@ -665,7 +665,7 @@ impl EveryFamily {
     }
 
     /// Every algorithm the gateway implements, with the key that signs it.
-    fn signers(&self) -> [(&TestKey, &'static str); 12] {
+    fn signers(&self) -> [(&SigningKey, &'static str); 12] {
         [
             (&self.rsa, "RS256"),
             (&self.rsa, "RS384"),
@@ -688,7 +688,7 @@ async fn every_algorithm_is_accepted_when_allowed() {
     let keys = EveryFamily::new();
     let issuer = keys.issuer().await;
     let upstream = Upstream::start().await;
-    let var = format!("JWTGW_TEST_HS_{}", rand_suffix().replace(['-', '_'], "X"));
+    let var = format!("JWTGW_TEST_HS_{}", random_id().replace(['-', '_'], "X"));
     std::env::set_var(&var, std::str::from_utf8(SECRET).expect("ASCII secret"));
     let gw = TestGateway::start(&auth_yaml(
         &issuer,
@@ -760,7 +760,7 @@ async fn hs_secret_under_32_bytes_is_refused_by_config() {
     let upstream = Upstream::start().await;
     let var = format!(
         "JWTGW_TEST_HS_SHORT_{}",
-        rand_suffix().replace(['-', '_'], "X")
+        random_id().replace(['-', '_'], "X")
     );
     std::env::set_var(&var, "x".repeat(31));
     let err = TestGateway::try_start(&auth_yaml(

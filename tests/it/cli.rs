@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::process::{free_port, GatewayProcess, BIN};
-use crate::support::{basic_yaml, claims, test_provider_yaml, Issuer, Pki, TestKey, Upstream};
+use crate::support::{basic_yaml, claims, test_provider_yaml, Issuer, Pki, SigningKey, Upstream};
 
 /// Runs the binary to completion off the async runtime (servers in this process keep serving).
 async fn gateway_cmd(args: &[&str]) -> Output {
@@ -239,7 +239,7 @@ async fn check_reads_the_tls_files_the_way_run_will() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_request_explains_the_decision_without_the_signature() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "gateway.yaml", &explain_yaml(&issuer));
@@ -292,7 +292,7 @@ async fn check_request_explains_the_decision_without_the_signature() {
     assert!(forbidden.contains("[FAIL]"), "{forbidden}");
     assert!(forbidden.contains("result: 403"), "{forbidden}");
 
-    let other_key = TestKey::p256("k1");
+    let other_key = SigningKey::p256("k1");
     let bad_sig = explain(other_key.mint("ES256", &claims(&issuer.iss(), "orders-api"))).await;
     assert!(
         bad_sig.contains("[FAIL] authenticate: bad_signature"),
@@ -451,7 +451,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 /// one: the same binary, confined by `taskset`, must still fetch keys, validate, reload and drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_one_cpu_the_gateway_validates_reloads_and_drains() {
-    let key = TestKey::rsa("one-cpu");
+    let key = SigningKey::rsa("one-cpu");
     let issuer = Issuer::start(&[(&key, "RS256")]).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -524,7 +524,7 @@ async fn on_one_cpu_the_gateway_validates_reloads_and_drains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_add_token_and_list_use_the_admin_token() {
     const SECRET: &str = "cli-admin-secret-0123456789abcdef";
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -593,7 +593,7 @@ providers:
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("jti"), "{}", text(&out.stderr));
-    let forged = TestKey::p256("k1").mint("ES256", &c);
+    let forged = SigningKey::p256("k1").mint("ES256", &c);
     let out = revoke(&["add", "--token", &forged], Some(SECRET), None)
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::proxy::websocket::{echo_round_trip, handshake, upgrade};
 use crate::proxy::{es256_issuer, providers_yaml, public_and_api_routes, raw, RawResponse};
 use crate::support::real_upstreams::{RealUpstream, Resolved};
-use crate::support::{claims, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::{claims, Issuer, SigningKey, TestGateway, Upstream};
 
 /// The challenge of a protected route asked without a token.
 const NO_TOKEN_CHALLENGE: &str = r#"Bearer realm="jwt-gateway""#;
@@ -22,7 +22,7 @@ const NO_TOKEN_CHALLENGE: &str = r#"Bearer realm="jwt-gateway""#;
 struct Stack {
     gw: TestGateway,
     issuer: Issuer,
-    key: TestKey,
+    key: SigningKey,
 }
 
 impl Stack {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::proxy::{es256_issuer, eventually, providers_yaml};
-use crate::support::{claims, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::{claims, Issuer, SigningKey, TestGateway, Upstream};
 
 /// The gateway and its two upstreams: `guarded` behind protected routes, `open` behind anonymous
 /// ones. Routes, first match wins:
@@ -25,7 +25,7 @@ struct Stack {
     gw: TestGateway,
     guarded: Upstream,
     open: Upstream,
-    key: TestKey,
+    key: SigningKey,
     issuer: Issuer,
 }
 

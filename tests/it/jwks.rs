@@ -9,8 +9,10 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::auth::auth_yaml;
-use crate::support::keys::{b64, rand_suffix};
-use crate::support::{claims, expect_denied, metric, Issuer, TestGateway, TestKey, Upstream, Want};
+use crate::support::keys::{b64, random_id};
+use crate::support::{
+    claims, expect_denied, metric, Issuer, SigningKey, TestGateway, Upstream, Want,
+};
 
 /// Just past `min_refresh` (1s), so the next unknown kid may refetch.
 const PAST_MIN_REFRESH: Duration = Duration::from_millis(1100);
@@ -22,7 +24,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(keys: &[(&TestKey, &str)], algorithms: &str) -> Rig {
+    async fn start(keys: &[(&SigningKey, &str)], algorithms: &str) -> Rig {
         let issuer = Issuer::start(keys).await;
         let upstream = Upstream::start().await;
         let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, algorithms, "", "")).await;
@@ -33,7 +35,7 @@ impl Rig {
         }
     }
 
-    fn token(&self, key: &TestKey, alg: &str) -> String {
+    fn token(&self, key: &SigningKey, alg: &str) -> String {
         key.mint(alg, &claims(&self.issuer.iss(), "orders-api"))
     }
 
@@ -54,16 +56,10 @@ impl Rig {
     }
 }
 
-fn with_kid(key: &TestKey, kid: &str) -> TestKey {
-    let mut k = key.clone();
-    k.kid = kid.to_string();
-    k
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_new_kid_works_on_its_first_request() {
-    let old = TestKey::p256("2024-01");
-    let new = TestKey::p256("2024-02");
+    let old = SigningKey::p256("2024-01");
+    let new = SigningKey::p256("2024-02");
     let rig = Rig::start(&[(&old, "ES256")], "ES256").await;
     let old_token = rig.token(&old, "ES256");
     assert_eq!(rig.status(&old_token).await, 200);
@@ -89,7 +85,7 @@ async fn rotation_new_kid_works_on_its_first_request() {
     // The old key is retired: its tokens, cached or fresh, stop at the next refresh.
     rig.issuer.set_keys(&[(&new, "ES256")]);
     tokio::time::sleep(PAST_MIN_REFRESH).await;
-    let newer = TestKey::p256("2024-03");
+    let newer = SigningKey::p256("2024-03");
     rig.denied(
         Want::Invalid("unknown_kid"),
         "unpublished kid, triggers the refresh",
@@ -107,7 +103,7 @@ async fn rotation_new_kid_works_on_its_first_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kid_flood_is_bounded_by_min_refresh() {
-    let key = TestKey::p256("real");
+    let key = SigningKey::p256("real");
     let rig = Rig::start(&[(&key, "ES256")], "ES256").await;
     assert_eq!(rig.status(&rig.token(&key, "ES256")).await, 200);
     tokio::time::sleep(PAST_MIN_REFRESH).await;
@@ -115,11 +111,12 @@ async fn unknown_kid_flood_is_bounded_by_min_refresh() {
     let client = rig.gw.h2_client();
     let url = rig.gw.url("/api/x");
     let iss = rig.issuer.iss();
-    let suffix = rand_suffix();
+    let suffix = random_id();
     for wave in 0..2 {
         let mut requests = JoinSet::new();
         for i in 0..300 {
-            let token = with_kid(&key, &format!("flood-{wave}-{i}-{suffix}"))
+            let token = key
+                .with_kid(&format!("flood-{wave}-{i}-{suffix}"))
                 .mint("ES256", &claims(&iss, "orders-api"));
             let (client, url) = (client.clone(), url.clone());
             requests.spawn(async move {
@@ -155,8 +152,8 @@ async fn unknown_kid_flood_is_bounded_by_min_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_outage_keeps_known_keys_and_unknown_kids_get_503() {
-    let key = TestKey::p256("k1");
-    let next = TestKey::p256("k2");
+    let key = SigningKey::p256("k1");
+    let next = SigningKey::p256("k2");
     let rig = Rig::start(&[(&key, "ES256")], "ES256").await;
     let cached = rig.token(&key, "ES256");
     assert_eq!(rig.status(&cached).await, 200);
@@ -202,7 +199,7 @@ async fn jwks_outage_keeps_known_keys_and_unknown_kids_get_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_jwks_keeps_known_keys() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let rig = Rig::start(&[(&key, "ES256")], "ES256").await;
     assert_eq!(rig.status(&rig.token(&key, "ES256")).await, 200);
     // Not JSON, then JSON without a usable key (other shapes are covered by parse_jwks tests
@@ -217,7 +214,7 @@ async fn garbage_jwks_keeps_known_keys() {
         rig.denied(
             Want::Unavailable,
             &format!("unknown kid after garbage #{i}"),
-            &rig.token(&TestKey::p256(&format!("unknown-{i}")), "ES256"),
+            &rig.token(&SigningKey::p256(&format!("unknown-{i}")), "ES256"),
         )
         .await;
         assert_eq!(
@@ -232,8 +229,8 @@ async fn garbage_jwks_keeps_known_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_key_stops_validating_even_cached_tokens() {
-    let stays = TestKey::p256("stays");
-    let goes = TestKey::p256("goes");
+    let stays = SigningKey::p256("stays");
+    let goes = SigningKey::p256("goes");
     let rig = Rig::start(&[(&stays, "ES256"), (&goes, "ES256")], "ES256").await;
     let cached = rig.token(&goes, "ES256");
     assert_eq!(rig.status(&cached).await, 200);
@@ -251,7 +248,7 @@ async fn removed_key_stops_validating_even_cached_tokens() {
     rig.denied(
         Want::Invalid("unknown_kid"),
         "an unknown kid triggers the refresh",
-        &rig.token(&TestKey::p256("trigger"), "ES256"),
+        &rig.token(&SigningKey::p256("trigger"), "ES256"),
     )
     .await;
     rig.denied(
@@ -271,13 +268,13 @@ async fn removed_key_stops_validating_even_cached_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_jwks_entries_are_skipped_and_the_rest_load() {
-    let good_ec = TestKey::p256("good-ec");
-    let good_rsa = TestKey::rsa("good-rsa");
-    let enc = TestKey::rsa_other("enc");
-    let with_d = TestKey::p256("with-d");
-    let p384 = TestKey::p384("p384");
-    let okp = TestKey::ed25519("okp");
-    let jwk = |k: &TestKey, alg: Option<&str>, edit: &dyn Fn(&mut Value)| {
+    let good_ec = SigningKey::p256("good-ec");
+    let good_rsa = SigningKey::rsa("good-rsa");
+    let enc = SigningKey::rsa_other("enc");
+    let with_d = SigningKey::p256("with-d");
+    let p384 = SigningKey::p384("p384");
+    let okp = SigningKey::ed25519("okp");
+    let jwk = |k: &SigningKey, alg: Option<&str>, edit: &dyn Fn(&mut Value)| {
         let mut j = k.jwk();
         if let Some(a) = alg {
             j["alg"] = json!(a);
@@ -341,24 +338,20 @@ async fn unusable_jwks_entries_are_skipped_and_the_rest_load() {
     let (ready, _) = rig.gw.admin_get("/readyz").await;
     assert_eq!(ready, 200);
 
-    let refused: Vec<(TestKey, &str, &str)> = vec![
+    let refused: Vec<(SigningKey, &str, &str)> = vec![
         (enc.clone(), "RS256", "use: enc"),
-        (with_kid(&enc, "enc-ops"), "RS256", "key_ops without verify"),
-        (with_kid(&good_rsa, "rsa-1024"), "RS256", "RSA 1024"),
+        (enc.with_kid("enc-ops"), "RS256", "key_ops without verify"),
+        (good_rsa.with_kid("rsa-1024"), "RS256", "RSA 1024"),
+        (good_ec.with_kid("short-x"), "ES256", "short EC coordinate"),
         (
-            with_kid(&good_ec, "short-x"),
-            "ES256",
-            "short EC coordinate",
-        ),
-        (
-            with_kid(&good_ec, "curve-mismatch"),
+            good_ec.with_kid("curve-mismatch"),
             "ES256",
             "alg ES384 on P-256",
         ),
         (with_d.clone(), "ES256", "entry with d"),
-        (with_kid(&good_ec, "oct"), "ES256", "oct key"),
-        (with_kid(&good_ec, "ed448"), "ES256", "Ed448"),
-        (with_kid(&good_ec, "p521"), "ES256", "P-521"),
+        (good_ec.with_kid("oct"), "ES256", "oct key"),
+        (good_ec.with_kid("ed448"), "ES256", "Ed448"),
+        (good_ec.with_kid("p521"), "ES256", "P-521"),
     ];
     for (key, alg, what) in refused {
         rig.denied(Want::Invalid("unknown_kid"), what, &rig.token(&key, alg))
@@ -406,7 +399,7 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_reads_jwks_uri() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&discovery_yaml(&issuer, &upstream)).await;
@@ -423,7 +416,7 @@ async fn discovery_reads_jwks_uri() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_naming_another_issuer_is_refused() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let evil = Issuer::start(&[(&key, "ES256")]).await;
     {
@@ -459,7 +452,7 @@ async fn discovery_naming_another_issuer_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_until_keys_exist() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     issuer.set_status(503);
     let upstream = Upstream::start().await;

@@ -1,11 +1,11 @@
 //! The contract's metric families after real traffic: present with their labels, counting exactly
 //! the requests sent; the verified-token cache observed through the hit/miss histogram.
 
-use crate::support::{basic_yaml, claims, metric, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::{basic_yaml, claims, metric, Issuer, SigningKey, TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_counts_exactly_the_requests_sent() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;
@@ -115,7 +115,7 @@ async fn every_family_counts_exactly_the_requests_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_tokens_never_evict_verified_ones() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let yaml = basic_yaml(&issuer, &upstream, "ES256").replacen(
@@ -126,7 +126,7 @@ async fn garbage_tokens_never_evict_verified_ones() {
     let gw = TestGateway::start(&yaml).await;
     let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
-    let other = TestKey::p256("k1");
+    let other = SigningKey::p256("k1");
     for i in 0..200 {
         let mut c = claims(&issuer.iss(), "orders-api");
         c["jti"] = serde_json::json!(format!("forged-{i}"));
@@ -153,7 +153,7 @@ async fn garbage_tokens_never_evict_verified_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_token_stops_working_when_it_expires() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let yaml = basic_yaml(&issuer, &upstream, "ES256")

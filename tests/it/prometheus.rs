@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::process::free_port;
-use crate::support::{basic_yaml, claims, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::{basic_yaml, claims, Issuer, SigningKey, TestGateway, Upstream};
 
 struct KillOnDrop(std::process::Child);
 
@@ -27,7 +27,7 @@ async fn query(port: u16, promql: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_gateway_and_promql_sees_the_traffic() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;

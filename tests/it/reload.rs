@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{basic_yaml, claims, metric, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::{basic_yaml, claims, metric, Issuer, SigningKey, TestGateway, Upstream};
 
 fn hits(m: &str, cache: &str) -> f64 {
     metric(
@@ -33,7 +33,7 @@ fn with_extra_route(yaml: &str, upstream: &Upstream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_file_is_reloaded_and_a_broken_one_drops_nothing() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let yaml = basic_yaml(&issuer, &upstream, "ES256");
@@ -120,7 +120,7 @@ async fn a_changed_file_is_reloaded_and_a_broken_one_drops_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_requests_finish_on_the_config_they_started_with() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let yaml = basic_yaml(&issuer, &upstream, "ES256");
@@ -147,7 +147,7 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let yaml = basic_yaml(&issuer, &upstream, "ES256");
@@ -191,7 +191,7 @@ async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_rereads_the_tls_certificate() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::support::redis::RedisServer;
 use crate::support::{
-    claims, metric, now, test_provider_yaml, Issuer, TestGateway, TestKey, Upstream,
+    claims, metric, now, test_provider_yaml, Issuer, SigningKey, TestGateway, Upstream,
 };
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
@@ -102,7 +102,7 @@ async fn status_of(gw: &TestGateway, token: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_requires_the_token_and_a_well_formed_body() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
@@ -153,7 +153,7 @@ async fn admin_api_requires_the_token_and_a_well_formed_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_are_refused_even_when_cached() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
@@ -218,7 +218,7 @@ async fn revoked_tokens_are_refused_even_when_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -263,7 +263,7 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
 /// not be compacted away at `exp`, or a restart in that window lets the revoked token back in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jti_entry_outlives_exp_while_the_skew_still_admits_its_token() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -303,7 +303,7 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let mut redis = RedisServer::start();
@@ -392,7 +392,7 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_revoke_command_drives_the_admin_api() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
@@ -482,7 +482,7 @@ fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
 /// that same second (`iat == not_before`), cached or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_13_a_subject_revocation_covers_its_own_second() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
@@ -517,7 +517,7 @@ async fn issue_13_a_subject_revocation_covers_its_own_second() {
 /// every provider, and the scoping survives a restart of the file backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_revocations_hold_only_for_their_issuer_and_survive_a_restart() {
-    let (ka, kb) = (TestKey::p256("k1"), TestKey::p256("k1"));
+    let (ka, kb) = (SigningKey::p256("k1"), SigningKey::p256("k1"));
     let a = Issuer::start(&[(&ka, "ES256")]).await;
     let b = Issuer::start(&[(&kb, "ES256")]).await;
     let upstream = Upstream::start().await;
@@ -534,7 +534,7 @@ async fn scoped_revocations_hold_only_for_their_issuer_and_survive_a_restart() {
     .unwrap();
     let section = format!("  backend: memory\n  file: {}", file.display());
     let config = two_issuer_yaml(&a, &b, &upstream, &section);
-    let mint = |key: &TestKey, iss: &Issuer, sub: &str| {
+    let mint = |key: &SigningKey, iss: &Issuer, sub: &str| {
         let mut c = claims(&iss.iss(), "orders-api");
         c["sub"] = json!(sub);
         (key.mint("ES256", &c), c)
@@ -601,7 +601,7 @@ async fn scoped_revocations_hold_only_for_their_issuer_and_survive_a_restart() {
 /// `exp`; everything that does not verify is a 400 that stores nothing and never echoes the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_posted_token_is_verified_and_revoked_by_its_jti() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
@@ -610,7 +610,7 @@ async fn a_posted_token_is_verified_and_revoked_by_its_jti() {
     let sibling = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     assert_eq!(status_of(&gw, &token).await, 200, "now cached");
 
-    let forged = TestKey::p256("k1").mint("ES256", &c);
+    let forged = SigningKey::p256("k1").mint("ES256", &c);
     let mut no_jti = claims(&issuer.iss(), "orders-api");
     no_jti.as_object_mut().unwrap().remove("jti");
     let no_jti = key.mint("ES256", &no_jti);
@@ -674,7 +674,7 @@ async fn a_posted_token_is_verified_and_revoked_by_its_jti() {
 /// existed still load and hold for every provider.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_and_old_entries_travel_through_redis() {
-    let (ka, kb) = (TestKey::p256("k1"), TestKey::p256("k1"));
+    let (ka, kb) = (SigningKey::p256("k1"), SigningKey::p256("k1"));
     let a = Issuer::start(&[(&ka, "ES256")]).await;
     let b = Issuer::start(&[(&kb, "ES256")]).await;
     let upstream = Upstream::start().await;
@@ -697,7 +697,7 @@ async fn scoped_and_old_entries_travel_through_redis() {
         },
     )
     .await;
-    let mint = |key: &TestKey, iss: &Issuer, sub: &str| {
+    let mint = |key: &SigningKey, iss: &Issuer, sub: &str| {
         let mut c = claims(&iss.iss(), "orders-api");
         c["sub"] = json!(sub);
         key.mint("ES256", &c)
@@ -756,7 +756,7 @@ async fn scoped_and_old_entries_travel_through_redis() {
 /// Without `admin.token_env` every call under `/revocations`, listing included, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_admin_token_nothing_under_revocations_is_served() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let config = yaml(&issuer, &upstream, "  backend: memory")

@@ -2,11 +2,11 @@
 
 use serde_json::json;
 
-use crate::support::{basic_yaml, claims, metric, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::{basic_yaml, claims, metric, Issuer, SigningKey, TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_allowed_unauthorized_forbidden() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;

@@ -1,10 +1,10 @@
 //! `auth_failures_per_minute`: brute force gets 429 with Retry-After, per client IP.
 
-use crate::support::{basic_yaml, claims, metric, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::{basic_yaml, claims, metric, Issuer, SigningKey, TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_past_the_limit_get_429_per_client() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(
@@ -70,7 +70,7 @@ async fn failures_past_the_limit_get_429_per_client() {
 /// from the right, and a malformed hop falls back to the peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_clients_share_a_budget_per_64_behind_trusted_proxies() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use crate::support::keys::b64;
-use crate::support::{claims, Issuer, TestKey};
+use crate::support::{claims, Issuer, SigningKey};
 
 const ISSUER: &str = "https://issuer.test/realms/props";
 
@@ -50,10 +50,10 @@ routes:
         let config = jwt_gateway::config::compile_str(&yaml, Path::new("."))
             .unwrap_or_else(|e| panic!("fixture config: {e:?}"));
         let provider = config.providers[0].clone();
-        let rsa = TestKey::rsa("rsa");
-        let p256 = TestKey::p256("p256");
-        let p384 = TestKey::p384("p384");
-        let ed = TestKey::ed25519("ed");
+        let rsa = SigningKey::rsa("rsa");
+        let p256 = SigningKey::p256("p256");
+        let p384 = SigningKey::p384("p384");
+        let ed = SigningKey::ed25519("ed");
         let mut jwks = Issuer::jwks_of(&[(&p256, "ES256"), (&p384, "ES384"), (&ed, "EdDSA")]);
         let mut rsa_jwk = rsa.jwk();
         rsa_jwk.as_object_mut().expect("object").remove("alg");

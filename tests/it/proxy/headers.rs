@@ -48,7 +48,11 @@ fn hostile_request(target: &str, extra: &str) -> String {
 
 async fn gateway(
     upstream: &Upstream,
-) -> (TestGateway, crate::support::Issuer, crate::support::TestKey) {
+) -> (
+    TestGateway,
+    crate::support::Issuer,
+    crate::support::SigningKey,
+) {
     let (issuer, key) = es256_issuer().await;
     let gw = TestGateway::start(&format!(
         r#"

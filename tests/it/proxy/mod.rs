@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{test_provider_yaml, Issuer, TestKey};
+use crate::support::{test_provider_yaml, Issuer, SigningKey};
 
 /// An HTTP/1.x response read off a raw socket until the server closed it.
 #[derive(Debug)]
@@ -118,8 +118,8 @@ pub fn providers_yaml(issuer: &Issuer) -> String {
 }
 
 /// An issuer with one P-256 key, and that key for minting.
-pub async fn es256_issuer() -> (Issuer, TestKey) {
-    let key = TestKey::p256("k1");
+pub async fn es256_issuer() -> (Issuer, SigningKey) {
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     (issuer, key)
 }

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use denials::{expect_denied, Want};
-pub use keys::{claims, mint_raw, now, TestKey};
+pub use keys::{claims, mint_raw, now, SigningKey};
 pub use servers::{Issuer, Seen, Upstream};
 
 /// A throwaway CA and a server certificate for `localhost`, `127.0.0.1` and `api.example.com`.
