@@ -10,8 +10,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::auth::auth_yaml;
 use crate::support::keys::{b64, Material};
+use crate::support::yaml::{every_rule, secret_env};
 use crate::support::{
     claims, expect_denied, mint_raw, Issuer, SigningKey, TestGateway, Upstream, Want,
 };
@@ -61,13 +61,13 @@ impl Target {
         let ec = SigningKey::p256("ec1");
         let issuer = Issuer::start(&[(&rsa, "RS256"), (&ec, "ES256")]).await;
         let upstream = Upstream::start().await;
-        let gw = TestGateway::start(&auth_yaml(
-            &issuer,
-            &upstream,
-            algorithms,
-            provider_extra,
-            "",
-        ))
+        let gw = TestGateway::start(every_rule(&issuer, &upstream).edit_provider("test", |p| {
+            let p = p.algorithms(algorithms);
+            match provider_extra {
+                "" => p,
+                extra => p.line(extra),
+            }
+        }))
         .await;
         Target {
             rsa,
@@ -204,16 +204,8 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
 
     // Even where HS256 is allowed, the RSA key never becomes an HMAC secret: only the
     // configured shared secret verifies HS256, so the forgery is a bad signature.
-    let var = format!(
-        "JWTGW_TEST_CONFUSION_{}",
-        crate::support::keys::random_id().replace(['-', '_'], "X")
-    );
-    std::env::set_var(&var, "a-completely-different-secret-of-40-bytes");
-    let t = Target::start_with(
-        "RS256, ES256, HS256",
-        &format!("    shared_secret_env: {var}"),
-    )
-    .await;
+    let var = secret_env("a-completely-different-secret-of-40-bytes");
+    let t = Target::start_with("RS256, ES256, HS256", &format!("shared_secret_env: {var}")).await;
     let payload = t.payload();
     for (form, secret) in rsa_public_forms(&t.rsa) {
         let hs = SigningKey::hmac(&secret);

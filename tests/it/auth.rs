@@ -7,86 +7,10 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
 use crate::support::denials::decisions;
-use crate::support::keys::random_id;
+use crate::support::yaml::{basic, every_rule, secret_env, server, Config};
 use crate::support::{
     claims, expect_denied, now, raw_exchange, Issuer, SigningKey, TestGateway, Upstream, Want,
 };
-
-/// One provider `test` trusting `issuer`, and routes for each kind of rule:
-/// `/public` anonymous; `/api` needs role `orders.read` and forwards identity claims;
-/// `/scoped` needs scope `orders:read`; `/billing` narrows the audience to `billing-api`;
-/// `/fwd` forwards the Authorization header.
-pub fn auth_yaml(
-    issuer: &Issuer,
-    upstream: &Upstream,
-    algorithms: &str,
-    provider_extra: &str,
-    limits: &str,
-) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-  limits: {{ {limits} }}
-providers:
-  - name: test
-    issuer: "{iss}"
-    jwks_url: "{jwks}"
-    allow_insecure_jwks_http: true
-    algorithms: [{algorithms}]
-    audiences: ["orders-api", "billing-api"]
-    require_claims: [exp, iat, sub]
-    clock_skew: 30s
-    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
-{provider_extra}
-routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth:
-      providers: [test]
-      require:
-        - claim: realm_access.roles
-          any_of: [orders.read, admin]
-    forward:
-      claims:
-        sub: X-Auth-Subject
-        realm_access.roles: X-Auth-Roles
-        groups: X-Auth-Groups
-        n: X-Auth-N
-        flag: X-Auth-Flag
-        obj: X-Auth-Obj
-  - name: scoped
-    match: {{ path_prefix: /scoped }}
-    upstream: "{up}"
-    auth:
-      require:
-        - claim: scope
-          all_of: ["orders:read"]
-  - name: billing
-    match: {{ path_prefix: /billing }}
-    upstream: "{up}"
-    auth:
-      audience: billing-api
-  - name: fwd
-    match: {{ path_prefix: /fwd }}
-    upstream: "{up}"
-    auth:
-      providers: [test]
-    forward:
-      token: forward
-      claims:
-        sub: X-Auth-Subject
-"#,
-        iss = issuer.iss(),
-        jwks = issuer.jwks_url(),
-        up = upstream.url(),
-    )
-}
 
 struct Rig {
     key: SigningKey,
@@ -96,18 +20,11 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(provider_extra: &str, limits: &str) -> Rig {
+    async fn start(edit: impl FnOnce(Config) -> Config) -> Rig {
         let key = SigningKey::p256("k1");
         let issuer = Issuer::start(&[(&key, "ES256")]).await;
         let upstream = Upstream::start().await;
-        let gw = TestGateway::start(&auth_yaml(
-            &issuer,
-            &upstream,
-            "ES256",
-            provider_extra,
-            limits,
-        ))
-        .await;
+        let gw = TestGateway::start(edit(every_rule(&issuer, &upstream))).await;
         Rig {
             key,
             issuer,
@@ -153,7 +70,7 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_is_401_with_realm() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let gw = &rig.gw;
     expect_denied(
         gw,
@@ -200,7 +117,7 @@ pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_scheme_is_case_insensitive() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let token = rig.valid();
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let r = rig
@@ -218,7 +135,7 @@ async fn bearer_scheme_is_case_insensitive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_authorization_is_400_invalid_request() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let gw = &rig.gw;
     let token = rig.valid();
     // Leading and trailing whitespace is not part of a field value (RFC 9110 5.5), so it is
@@ -269,7 +186,7 @@ async fn malformed_authorization_is_400_invalid_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_authorization_headers_are_400() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let gw = &rig.gw;
     let token = rig.valid();
     for second in [format!("Bearer {token}"), "Basic dXNlcjpwYXNz".to_string()] {
@@ -322,13 +239,10 @@ async fn token_over_max_token_bytes_is_400() {
     let upstream = Upstream::start().await;
     let at_limit = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     let limit = at_limit.len();
-    let gw = TestGateway::start(&auth_yaml(
-        &issuer,
-        &upstream,
-        "ES256",
-        "",
-        &format!("max_token_bytes: {limit}"),
-    ))
+    let gw = TestGateway::start(
+        every_rule(&issuer, &upstream)
+            .server(server().limits(&format!("max_token_bytes: {limit}"))),
+    )
     .await;
     let r = gw.get("/api/x", Some(&at_limit)).await;
     assert_eq!(r.status(), 200, "a token of exactly max_token_bytes passes");
@@ -361,7 +275,7 @@ async fn token_over_max_token_bytes_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_tokens_are_401_with_their_reason() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let iss = rig.issuer.iss();
     let now = now();
     let valid = rig.valid();
@@ -513,7 +427,7 @@ async fn invalid_tokens_are_401_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_typ_mismatch_is_401() {
-    let rig = Rig::start(r#"    require_typ: "at+jwt""#, "").await;
+    let rig = Rig::start(|c| c.edit_provider("test", |p| p.line(r#"require_typ: "at+jwt""#))).await;
     let c = rig.claims();
     for typ in [json!("JWT"), json!("at+jwt+x"), json!(null)] {
         let token = rig.key.mint_with("ES256", json!({ "typ": typ }), &c);
@@ -534,7 +448,7 @@ async fn require_typ_mismatch_is_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_token_lacking_role_or_scope_is_403() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let mut c = rig.claims();
     c["realm_access"] = json!({"roles": ["user"]});
     rig.denied(
@@ -601,7 +515,7 @@ async fn keys_unavailable_is_503_with_retry_after() {
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     issuer.set_status(500);
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
+    let gw = TestGateway::start(every_rule(&issuer, &upstream)).await;
     let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     expect_denied(
         &gw,
@@ -688,15 +602,13 @@ async fn every_algorithm_is_accepted_when_allowed() {
     let keys = EveryFamily::new();
     let issuer = keys.issuer().await;
     let upstream = Upstream::start().await;
-    let var = format!("JWTGW_TEST_HS_{}", random_id().replace(['-', '_'], "X"));
-    std::env::set_var(&var, std::str::from_utf8(SECRET).expect("ASCII secret"));
-    let gw = TestGateway::start(&auth_yaml(
-        &issuer,
-        &upstream,
-        "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512",
-        &format!("    shared_secret_env: {var}"),
-        "",
-    ))
+    let var = secret_env(std::str::from_utf8(SECRET).expect("ASCII secret"));
+    let gw = TestGateway::start(every_rule(&issuer, &upstream).edit_provider("test", |p| {
+        p.algorithms(
+            "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512",
+        )
+        .line(&format!("shared_secret_env: {var}"))
+    }))
     .await;
     let c = claims(&issuer.iss(), "orders-api");
     for (i, (key, alg)) in keys.signers().iter().enumerate() {
@@ -714,7 +626,7 @@ async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
     let issuer = keys.issuer().await;
     let upstream = Upstream::start().await;
     // Only ES256, and no shared secret: every other algorithm is refused before any key is tried.
-    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
+    let gw = TestGateway::start(every_rule(&issuer, &upstream)).await;
     let c = claims(&issuer.iss(), "orders-api");
     let refused: Vec<_> = keys
         .signers()
@@ -739,7 +651,10 @@ async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
     // The same family is not enough: a provider of RS256 refuses PS256 and RS512 from its key.
     let upstream2 = Upstream::start().await;
     let issuer2 = Issuer::start(&[(&keys.rsa, "RS256")]).await;
-    let gw2 = TestGateway::start(&auth_yaml(&issuer2, &upstream2, "RS256", "", "")).await;
+    let gw2 = TestGateway::start(
+        every_rule(&issuer2, &upstream2).edit_provider("test", |p| p.algorithms("RS256")),
+    )
+    .await;
     let c2 = claims(&issuer2.iss(), "orders-api");
     for alg in ["PS256", "RS512"] {
         expect_denied(
@@ -758,18 +673,11 @@ async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
 async fn hs_secret_under_32_bytes_is_refused_by_config() {
     let issuer = Issuer::start(&[]).await;
     let upstream = Upstream::start().await;
-    let var = format!(
-        "JWTGW_TEST_HS_SHORT_{}",
-        random_id().replace(['-', '_'], "X")
-    );
-    std::env::set_var(&var, "x".repeat(31));
-    let err = TestGateway::try_start(&auth_yaml(
-        &issuer,
-        &upstream,
-        "HS256",
-        &format!("    shared_secret_env: {var}"),
-        "",
-    ))
+    let var = secret_env(&"x".repeat(31));
+    let err = TestGateway::try_start(every_rule(&issuer, &upstream).edit_provider("test", |p| {
+        p.algorithms("HS256")
+            .line(&format!("shared_secret_env: {var}"))
+    }))
     .await
     .err()
     .expect("a 31-byte secret is refused");
@@ -781,7 +689,7 @@ async fn hs_secret_under_32_bytes_is_refused_by_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_are_rendered_into_headers() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let mut c = rig.claims();
     c["groups"] = json!(["eng", "ops"]);
     c["n"] = json!(42);
@@ -853,7 +761,7 @@ async fn claims_are_rendered_into_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrepresentable_claims_deny_as_malformed() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let cases: Vec<(&str, &str, Value)> = vec![
         (
             "groups",
@@ -897,7 +805,7 @@ async fn unrepresentable_claims_deny_as_malformed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_token_keeps_authorization_and_strip_removes_it() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let token = rig.valid();
     let seen = rig.allowed("/fwd/x", &token, "forward").await;
     assert_eq!(
@@ -911,7 +819,7 @@ async fn forward_token_keeps_authorization_and_strip_removes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_headers_are_removed_on_anonymous_routes() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(|c| c).await;
     let r = rig
         .gw
         .client()
@@ -945,13 +853,12 @@ async fn identity_headers_are_removed_on_anonymous_routes() {
 async fn hs512_needs_a_secret_as_long_as_its_hash() {
     let issuer = Issuer::start(&[]).await;
     let upstream = Upstream::start().await;
-    let var = format!("JWT_GATEWAY_TEST_HS512_{}", std::process::id());
-    std::env::set_var(&var, "x".repeat(48));
-    let yaml = crate::support::basic_yaml(&issuer, &upstream, "HS512").replace(
-        "    jwks_url:",
-        &format!("    shared_secret_env: {var}\n    jwks_url:"),
-    );
-    let err = TestGateway::try_start(&yaml)
+    let var = secret_env(&"x".repeat(48));
+    let yaml = basic(&issuer, &upstream).edit_provider("test", |p| {
+        p.algorithms("HS512")
+            .line(&format!("shared_secret_env: {var}"))
+    });
+    let err = TestGateway::try_start(yaml)
         .await
         .err()
         .expect("48 bytes are too short for HS512");

@@ -11,7 +11,8 @@ use jwt_gateway::auth::revocation::Rule;
 use jwt_gateway::proxy::explain::explain_request;
 use jwt_gateway::proxy::pipeline::ConnInfo;
 
-use crate::proxy::{es256_issuer, providers_yaml, raw};
+use crate::proxy::{es256_issuer, raw};
+use crate::support::yaml::{basic, server};
 use crate::support::{claims, now, TestGateway, Upstream};
 
 /// One row: a request head, as the proxy gets it over a raw socket and the explainer as `Parts`.
@@ -73,32 +74,14 @@ impl Row {
 async fn explainer_and_proxy_decide_alike() {
     let (issuer, key) = es256_issuer().await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-  limits: {{ max_header_bytes: 4096, max_body_bytes: 1000, auth_failures_per_minute: 4 }}
-{providers}
-routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}/base"
-    strip_prefix: /api
-    auth:
-      providers: [test]
-      require:
-        - claim: realm_access.roles
-          any_of: [orders.read]
-    forward:
-      claims: {{ sub: X-Auth-Subject, realm_access.roles: X-Auth-Roles }}
-"#,
-        providers = providers_yaml(&issuer),
-        up = upstream.url()
-    ))
+    let base = format!("{}/base", upstream.url());
+    let gw = TestGateway::start(
+        basic(&issuer, &upstream)
+            .server(server().limits(
+                "max_header_bytes: 4096, max_body_bytes: 1000, auth_failures_per_minute: 4",
+            ))
+            .edit_route("api", |r| r.upstream(&base).strip_prefix("/api")),
+    )
     .await;
     let good = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     let mut c = claims(&issuer.iss(), "orders-api");

@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::proxy::{es256_issuer, eventually, providers_yaml};
+use crate::proxy::{es256_issuer, eventually};
+use crate::support::yaml::{anonymous, protected, provider, server, Config};
 use crate::support::{claims, Issuer, SigningKey, TestGateway, Upstream};
 
 /// The gateway and its two upstreams: `guarded` behind protected routes, `open` behind anonymous
@@ -34,40 +35,21 @@ impl Stack {
         let (issuer, key) = es256_issuer().await;
         let guarded = Upstream::start().await;
         let open = Upstream::start().await;
-        let gw = TestGateway::start(&format!(
-            r#"
-server:
-  insecure_plaintext: true
-  limits: {{ {limits} }}
-{providers}
-routes:
-  - name: api
-    match: {{ host: api.example.com, path_prefix: /api }}
-    upstream: "{guarded}"
-    auth: {{ providers: [test] }}
-    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
-  - name: www
-    match: {{ host: www.example.com, path_prefix: / }}
-    upstream: "{open}"
-    auth: anonymous
-  - name: api-any
-    match: {{ path_prefix: /api }}
-    upstream: "{guarded}"
-    auth: {{ providers: [test] }}
-    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{open}"
-    auth: anonymous
-  - name: download
-    match: {{ path_prefix: /download }}
-    upstream: "{open}"
-    auth: anonymous
-"#,
-            providers = providers_yaml(&issuer),
-            guarded = guarded.url(),
-            open = open.url(),
-        ))
+        let (guarded_url, open_url) = (guarded.url(), open.url());
+        let gw = TestGateway::start(
+            Config::new()
+                .server(server().limits(limits))
+                .provider(provider(&issuer))
+                .route(
+                    protected("api", "/api", &guarded_url)
+                        .host("api.example.com")
+                        .forward("sub", "X-Auth-Subject"),
+                )
+                .route(anonymous("www", "/", &open_url).host("www.example.com"))
+                .route(protected("api-any", "/api", &guarded_url).forward("sub", "X-Auth-Subject"))
+                .route(anonymous("public", "/public", &open_url))
+                .route(anonymous("download", "/download", &open_url)),
+        )
         .await;
         Stack {
             gw,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::auth::auth_yaml;
 use crate::support::keys::{b64, random_id};
+use crate::support::yaml::{every_rule, protected, provider, Config};
 use crate::support::{
     claims, expect_denied, metric, Issuer, SigningKey, TestGateway, Upstream, Want,
 };
@@ -27,7 +27,10 @@ impl Rig {
     async fn start(keys: &[(&SigningKey, &str)], algorithms: &str) -> Rig {
         let issuer = Issuer::start(keys).await;
         let upstream = Upstream::start().await;
-        let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, algorithms, "", "")).await;
+        let gw = TestGateway::start(
+            every_rule(&issuer, &upstream).edit_provider("test", |p| p.algorithms(algorithms)),
+        )
+        .await;
         Rig {
             issuer,
             upstream,
@@ -321,7 +324,10 @@ async fn unusable_jwks_entries_are_skipped_and_the_rest_load() {
     let issuer = Issuer::start(&[]).await;
     issuer.set_jwks(json!({ "keys": entries }));
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "RS256, ES256", "", "")).await;
+    let gw = TestGateway::start(
+        every_rule(&issuer, &upstream).edit_provider("test", |p| p.algorithms("RS256, ES256")),
+    )
+    .await;
     let rig = Rig {
         issuer,
         upstream,
@@ -372,29 +378,11 @@ async fn unusable_jwks_entries_are_skipped_and_the_rest_load() {
     .await;
 }
 
-fn discovery_yaml(issuer: &Issuer, upstream: &Upstream) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-providers:
-  - name: test
-    issuer: "{iss}"
-    discovery: true
-    allow_insecure_jwks_http: true
-    algorithms: [ES256]
-    audiences: ["orders-api"]
-    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth:
-      providers: [test]
-"#,
-        iss = issuer.iss(),
-        up = upstream.url(),
-    )
+/// Provider `test` finding its keys through `issuer`'s OIDC discovery, and `/api` behind it.
+fn discovery_config(issuer: &Issuer, upstream: &Upstream) -> Config {
+    Config::new()
+        .provider(provider(issuer).discovery())
+        .route(protected("api", "/api", &upstream.url()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,7 +390,7 @@ async fn discovery_reads_jwks_uri() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&discovery_yaml(&issuer, &upstream)).await;
+    let gw = TestGateway::start(discovery_config(&issuer, &upstream)).await;
     let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     let r = gw.get("/api/x", Some(&token)).await;
     assert_eq!(r.status(), 200);
@@ -424,7 +412,7 @@ async fn discovery_naming_another_issuer_is_refused() {
         state.discovery = json!({"issuer": "https://evil.example", "jwks_uri": evil.jwks_url()});
     }
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&discovery_yaml(&issuer, &upstream)).await;
+    let gw = TestGateway::start(discovery_config(&issuer, &upstream)).await;
     let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     expect_denied(
         &gw,
@@ -456,7 +444,7 @@ async fn readyz_is_503_until_keys_exist() {
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     issuer.set_status(503);
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
+    let gw = TestGateway::start(every_rule(&issuer, &upstream)).await;
     let (ready, body) = gw.admin_get("/readyz").await;
     assert_eq!(ready, 503, "{body}");
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1,14 +1,15 @@
 //! The contract's metric families after real traffic: present with their labels, counting exactly
 //! the requests sent; the verified-token cache observed through the hit/miss histogram.
 
-use crate::support::{basic_yaml, claims, metric, Issuer, SigningKey, TestGateway, Upstream};
+use crate::support::yaml::basic;
+use crate::support::{claims, metric, Issuer, SigningKey, TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_counts_exactly_the_requests_sent() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;
+    let gw = TestGateway::start(basic(&issuer, &upstream)).await;
     let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     for _ in 0..5 {
         assert_eq!(
@@ -118,12 +119,9 @@ async fn garbage_tokens_never_evict_verified_ones() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256").replacen(
-        "providers:",
-        "token_cache:\n  max_entries: 2\nproviders:",
-        1,
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw =
+        TestGateway::start(basic(&issuer, &upstream).section("token_cache: { max_entries: 2 }"))
+            .await;
     let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
     let other = SigningKey::p256("k1");
@@ -156,9 +154,8 @@ async fn a_cached_token_stops_working_when_it_expires() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256")
-        .replace("    audiences:", "    clock_skew: 0s\n    audiences:");
-    let gw = TestGateway::start(&yaml).await;
+    let yaml = basic(&issuer, &upstream).edit_provider("test", |p| p.line("clock_skew: 0s"));
+    let gw = TestGateway::start(yaml).await;
     let mut c = claims(&issuer.iss(), "orders-api");
     c["exp"] = serde_json::json!(crate::support::now() + 2);
     let token = key.mint("ES256", &c);

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::process::free_port;
-use crate::support::{basic_yaml, claims, Issuer, SigningKey, TestGateway, Upstream};
+use crate::support::yaml::basic;
+use crate::support::{claims, Issuer, SigningKey, TestGateway, Upstream};
 
 struct KillOnDrop(std::process::Child);
 
@@ -30,7 +31,7 @@ async fn prometheus_scrapes_the_gateway_and_promql_sees_the_traffic() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;
+    let gw = TestGateway::start(basic(&issuer, &upstream)).await;
     let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     for _ in 0..7 {
         assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{basic_yaml, claims, metric, Issuer, SigningKey, TestGateway, Upstream};
+use crate::support::yaml::{anonymous, basic, server, Config};
+use crate::support::{claims, metric, Issuer, SigningKey, TestGateway, Upstream};
 
 fn hits(m: &str, cache: &str) -> f64 {
     metric(
@@ -27,8 +28,11 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-fn with_extra_route(yaml: &str, upstream: &Upstream) -> String {
-    format!("{yaml}  - name: added\n    match: {{ path_prefix: /added }}\n    upstream: \"{}\"\n    auth: anonymous\n", upstream.url())
+fn with_extra_route(config: &Config, upstream: &Upstream) -> String {
+    config
+        .clone()
+        .route(anonymous("added", "/added", &upstream.url()))
+        .yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,8 +40,8 @@ async fn a_changed_file_is_reloaded_and_a_broken_one_drops_nothing() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256");
-    let gw = TestGateway::start(&yaml).await;
+    let config = basic(&issuer, &upstream);
+    let gw = TestGateway::start(&config).await;
     let stop = CancellationToken::new();
     tokio::spawn(jwt_gateway::reload::watch_config(
         gw.gateway.clone(),
@@ -47,7 +51,7 @@ async fn a_changed_file_is_reloaded_and_a_broken_one_drops_nothing() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(gw.get("/added/x", None).await.status(), 404);
 
-    std::fs::write(gw.config_path(), with_extra_route(&yaml, &upstream)).unwrap();
+    std::fs::write(gw.config_path(), with_extra_route(&config, &upstream)).unwrap();
     eventually("the new route serves", async || {
         gw.get("/added/x", None).await.status() == 200
     })
@@ -123,15 +127,15 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256");
-    let gw = TestGateway::start(&with_extra_route(&yaml, &upstream)).await;
+    let config = basic(&issuer, &upstream);
+    let gw = TestGateway::start(with_extra_route(&config, &upstream)).await;
     let slow = {
         let (client, url) = (gw.client(), gw.url("/added/slow/800"));
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let config = jwt_gateway::config::compile_str(&yaml, gw.dir.path()).unwrap();
-    gw.gateway.reload(config).await.unwrap();
+    let compiled = jwt_gateway::config::compile_str(&config.yaml(), gw.dir.path()).unwrap();
+    gw.gateway.reload(compiled).await.unwrap();
     assert_eq!(
         gw.get("/added/x", None).await.status(),
         404,
@@ -150,8 +154,8 @@ async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256");
-    let gw = TestGateway::start(&yaml).await;
+    let config = basic(&issuer, &upstream);
+    let gw = TestGateway::start(&config).await;
     let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
     let fetches = issuer.jwks_hits();
@@ -159,10 +163,10 @@ async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
     assert_eq!((hits(&m, "miss"), hits(&m, "hit")), (1.0, 0.0));
 
     // Only routes change: the provider keeps its keys and the token stays cached.
-    let config =
-        jwt_gateway::config::compile_str(&with_extra_route(&yaml, &upstream), gw.dir.path())
+    let compiled =
+        jwt_gateway::config::compile_str(&with_extra_route(&config, &upstream), gw.dir.path())
             .unwrap();
-    gw.gateway.reload(config).await.unwrap();
+    gw.gateway.reload(compiled).await.unwrap();
     assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
     let m = gw.metrics().await;
     assert_eq!((hits(&m, "miss"), hits(&m, "hit")), (1.0, 1.0));
@@ -173,12 +177,9 @@ async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
     );
 
     // The provider's settings change: its cached tokens must be verified again under them.
-    let changed = yaml.replace(
-        "audiences: [\"orders-api\"]",
-        "audiences: [\"billing-api\"]",
-    );
-    let config = jwt_gateway::config::compile_str(&changed, gw.dir.path()).unwrap();
-    gw.gateway.reload(config).await.unwrap();
+    let changed = config.edit_provider("test", |p| p.audiences(&["billing-api"]));
+    let compiled = jwt_gateway::config::compile_str(&changed.yaml(), gw.dir.path()).unwrap();
+    gw.gateway.reload(compiled).await.unwrap();
     let r = gw.get("/api/x", Some(&token)).await;
     assert_eq!(
         r.status(),
@@ -194,11 +195,7 @@ async fn a_reload_rereads_the_tls_certificate() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(
-        "  insecure_plaintext: true\n",
-        "  tls: { cert_file: gateway.crt, key_file: gateway.key }\n",
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = TestGateway::start(basic(&issuer, &upstream).server(server().tls())).await;
     let trusting = |ca_der: &rustls_pki_types::CertificateDer<'static>| {
         reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_der(ca_der).unwrap()])

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::redis::RedisServer;
-use crate::support::{
-    claims, metric, now, test_provider_yaml, Issuer, SigningKey, TestGateway, Upstream,
-};
+use crate::support::yaml::{protected, provider, Config};
+use crate::support::{claims, metric, now, Issuer, SigningKey, TestGateway, Upstream};
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
@@ -18,26 +17,19 @@ fn set_admin_env() {
     ONCE.call_once(|| std::env::set_var("JWT_GATEWAY_TEST_ADMIN_TOKEN", ADMIN_TOKEN));
 }
 
-fn yaml(issuer: &Issuer, upstream: &Upstream, revocation: &str) -> String {
+/// Provider `test` trusting `issuer`, `/api` behind it, and the revocation `backend` (the lines
+/// under `revocation:`), with no admin token.
+fn without_admin_token(issuer: &Issuer, upstream: &Upstream, backend: &str) -> Config {
+    Config::new()
+        .provider(provider(issuer))
+        .route(protected("api", "/api", &upstream.url()))
+        .revocation(backend)
+}
+
+/// `without_admin_token`, and the admin API behind `ADMIN_TOKEN`.
+fn revocation_config(issuer: &Issuer, upstream: &Upstream, backend: &str) -> Config {
     set_admin_env();
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-admin:
-  token_env: JWT_GATEWAY_TEST_ADMIN_TOKEN
-providers:
-{provider}routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-revocation:
-{revocation}
-"#,
-        provider = test_provider_yaml(issuer, "ES256"),
-        up = upstream.url(),
-    )
+    without_admin_token(issuer, upstream, backend).admin("token_env: JWT_GATEWAY_TEST_ADMIN_TOKEN")
 }
 
 async fn admin(
@@ -105,7 +97,7 @@ async fn admin_api_requires_the_token_and_a_well_formed_body() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, "backend: memory")).await;
     let body = json!({"jti": "abc", "exp": now() + 60});
 
     assert_eq!(post_revocation(&gw, body.clone(), None).await.0, 401);
@@ -156,7 +148,7 @@ async fn revoked_tokens_are_refused_even_when_cached() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, "backend: memory")).await;
     let c = claims(&issuer.iss(), "orders-api");
     let token = key.mint("ES256", &c);
     assert_eq!(status_of(&gw, &token).await, 200);
@@ -223,11 +215,11 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("revocations.jsonl");
-    let section = format!("  backend: memory\n  file: {}", file.display());
+    let section = format!("backend: memory\nfile: {}", file.display());
     let c = claims(&issuer.iss(), "orders-api");
     let token = key.mint("ES256", &c);
 
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, &section)).await;
     assert_eq!(revoke_jti(&gw, &c).await.0, 201);
     assert_eq!(
         post_revocation(
@@ -242,7 +234,7 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
     assert_eq!(status_of(&gw, &token).await, 401);
     gw.stop().await;
 
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, &section)).await;
     assert_eq!(
         status_of(&gw, &token).await,
         401,
@@ -268,19 +260,19 @@ async fn a_jti_entry_outlives_exp_while_the_skew_still_admits_its_token() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("revocations.jsonl");
-    let section = format!("  backend: memory\n  file: {}", file.display());
+    let section = format!("backend: memory\nfile: {}", file.display());
     let mut c = claims(&issuer.iss(), "orders-api");
     c["exp"] = json!(now() - 5);
     let token = key.mint("ES256", &c);
 
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, &section)).await;
     assert_eq!(status_of(&gw, &token).await, 200, "within the 30s skew");
     let (status, entry) = post_revocation(&gw, json!({"token": token}), Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 201, "{entry}");
     assert_eq!(entry["exp"], c["exp"]);
     gw.stop().await;
 
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, &section)).await;
     let seen = upstream.requests();
     assert_eq!(status_of(&gw, &token).await, 401, "kept past exp");
     assert_eq!(upstream.requests(), seen);
@@ -307,9 +299,9 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let mut redis = RedisServer::start();
-    let section = format!("  backend: redis\n  redis_url: \"{}\"", redis.url());
-    let a = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
-    let b = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let section = format!("backend: redis\nredis_url: \"{}\"", redis.url());
+    let a = TestGateway::start(revocation_config(&issuer, &upstream, &section)).await;
+    let b = TestGateway::start(revocation_config(&issuer, &upstream, &section)).await;
     wait_for(
         "both instances connect",
         Duration::from_secs(5),
@@ -370,7 +362,7 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
             && b.admin_get("/readyz").await.1.contains("connected")
     })
     .await;
-    let c = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let c = TestGateway::start(revocation_config(&issuer, &upstream, &section)).await;
     wait_for(
         "a new instance learns the revocation from Redis",
         Duration::from_secs(5),
@@ -395,7 +387,7 @@ async fn the_revoke_command_drives_the_admin_api() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, "backend: memory")).await;
     let admin_url = format!("http://{}", gw.admin);
     let cmd = |token_env: &'static str, args: Vec<String>| {
         let admin_url = admin_url.clone();
@@ -457,11 +449,10 @@ fn revoke_cmd(admin_url: &str, token_env: &str, args: &[String]) -> std::process
 }
 
 /// Two providers (`test` for `a`, `other` for `b`) trusted by one route.
-fn two_issuer_yaml(a: &Issuer, b: &Issuer, upstream: &Upstream, revocation: &str) -> String {
-    let other = test_provider_yaml(b, "ES256").replace("name: test", "name: other");
-    yaml(a, upstream, revocation)
-        .replace("routes:\n", &format!("{other}routes:\n"))
-        .replace("providers: [test]", "providers: [test, other]")
+fn two_issuer_config(a: &Issuer, b: &Issuer, upstream: &Upstream, backend: &str) -> Config {
+    revocation_config(a, upstream, backend)
+        .provider(provider(b).name("other"))
+        .edit_route("api", |r| r.providers(&["test", "other"]))
 }
 
 fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
@@ -485,7 +476,7 @@ async fn issue_13_a_subject_revocation_covers_its_own_second() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, "backend: memory")).await;
     let t = now();
     let mut same = claims(&issuer.iss(), "orders-api");
     same["iat"] = json!(t);
@@ -532,8 +523,8 @@ async fn scoped_revocations_hold_only_for_their_issuer_and_survive_a_restart() {
         ),
     )
     .unwrap();
-    let section = format!("  backend: memory\n  file: {}", file.display());
-    let config = two_issuer_yaml(&a, &b, &upstream, &section);
+    let section = format!("backend: memory\nfile: {}", file.display());
+    let config = two_issuer_config(&a, &b, &upstream, &section);
     let mint = |key: &SigningKey, iss: &Issuer, sub: &str| {
         let mut c = claims(&iss.iss(), "orders-api");
         c["sub"] = json!(sub);
@@ -604,7 +595,7 @@ async fn a_posted_token_is_verified_and_revoked_by_its_jti() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let gw = TestGateway::start(revocation_config(&issuer, &upstream, "backend: memory")).await;
     let c = claims(&issuer.iss(), "orders-api");
     let token = key.mint("ES256", &c);
     let sibling = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
@@ -684,8 +675,8 @@ async fn scoped_and_old_entries_travel_through_redis() {
         &redis,
         &["HSET", "jwt-gateway:revocations", "old1", &old.to_string()],
     );
-    let section = format!("  backend: redis\n  redis_url: \"{}\"", redis.url());
-    let config = two_issuer_yaml(&a, &b, &upstream, &section);
+    let section = format!("backend: redis\nredis_url: \"{}\"", redis.url());
+    let config = two_issuer_config(&a, &b, &upstream, &section);
     let one = TestGateway::start(&config).await;
     let two = TestGateway::start(&config).await;
     wait_for(
@@ -759,8 +750,7 @@ async fn without_an_admin_token_nothing_under_revocations_is_served() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let config = yaml(&issuer, &upstream, "  backend: memory")
-        .replace("admin:\n  token_env: JWT_GATEWAY_TEST_ADMIN_TOKEN\n", "");
+    let config = without_admin_token(&issuer, &upstream, "backend: memory").yaml();
     assert!(!config.contains("token_env"));
     let gw = TestGateway::start(&config).await;
     for token in [None, Some(ADMIN_TOKEN)] {

@@ -2,14 +2,15 @@
 
 use serde_json::json;
 
-use crate::support::{basic_yaml, claims, metric, Issuer, SigningKey, TestGateway, Upstream};
+use crate::support::yaml::basic;
+use crate::support::{claims, metric, Issuer, SigningKey, TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_allowed_unauthorized_forbidden() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;
+    let gw = TestGateway::start(basic(&issuer, &upstream)).await;
 
     let r = gw.get("/public/x", None).await;
     assert_eq!(r.status(), 200);

@@ -1,17 +1,21 @@
 //! `auth_failures_per_minute`: brute force gets 429 with Retry-After, per client IP.
 
-use crate::support::{basic_yaml, claims, metric, Issuer, SigningKey, TestGateway, Upstream};
+use crate::support::yaml::{basic, server};
+use crate::support::{claims, metric, Issuer, SigningKey, TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_past_the_limit_get_429_per_client() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(
-        "  insecure_plaintext: true\n",
-        "  insecure_plaintext: true\n  trusted_proxies: [\"127.0.0.1\"]\n  limits:\n    auth_failures_per_minute: 3\n",
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = TestGateway::start(
+        basic(&issuer, &upstream).server(
+            server()
+                .line(r#"trusted_proxies: ["127.0.0.1"]"#)
+                .limits("auth_failures_per_minute: 3"),
+        ),
+    )
+    .await;
     let good = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     let send = |token: &'static str, from: &'static str| {
         let client = gw.client();
@@ -73,11 +77,14 @@ async fn ipv6_clients_share_a_budget_per_64_behind_trusted_proxies() {
     let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(
-        "  insecure_plaintext: true\n",
-        "  insecure_plaintext: true\n  trusted_proxies: [\"127.0.0.1\", \"10.0.0.0/8\"]\n  limits:\n    auth_failures_per_minute: 2\n",
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = TestGateway::start(
+        basic(&issuer, &upstream).server(
+            server()
+                .line(r#"trusted_proxies: ["127.0.0.1", "10.0.0.0/8"]"#)
+                .limits("auth_failures_per_minute: 2"),
+        ),
+    )
+    .await;
     let good = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     let send = async |token: &str, xff: &str| -> u16 {
         gw.client()

@@ -15,6 +15,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use crate::support::keys::b64;
+use crate::support::yaml::{protected, provider_at, Config};
 use crate::support::{claims, Issuer, SigningKey};
 
 const ISSUER: &str = "https://issuer.test/realms/props";
@@ -30,23 +31,15 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let yaml = format!(
-            r#"
-server: {{ insecure_plaintext: true }}
-providers:
-  - name: props
-    issuer: "{ISSUER}"
-    jwks_url: "https://issuer.test/jwks"
-    algorithms: [RS256, PS256, ES256, ES384, EdDSA]
-    audiences: ["orders-api"]
-    require_claims: [exp, sub]
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "http://127.0.0.1:9"
-    auth: {{ providers: [props] }}
-"#
-        );
+        let yaml = Config::new()
+            .provider(
+                provider_at(ISSUER, "https://issuer.test/jwks")
+                    .name("props")
+                    .algorithms("RS256, PS256, ES256, ES384, EdDSA")
+                    .line("require_claims: [exp, sub]"),
+            )
+            .route(protected("api", "/api", "http://127.0.0.1:9").providers(&["props"]))
+            .yaml();
         let config = jwt_gateway::config::compile_str(&yaml, Path::new("."))
             .unwrap_or_else(|e| panic!("fixture config: {e:?}"));
         let provider = config.providers[0].clone();

@@ -2,24 +2,15 @@
 
 use std::time::Duration;
 
-use super::{es256_issuer, eventually, providers_yaml};
+use super::{es256_issuer, eventually};
+use crate::support::yaml::{protected, provider, Config};
 use crate::support::{Issuer, TestGateway, Upstream};
 
-fn yaml(issuer: &Issuer, upstream: &Upstream) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-"#,
-        providers = providers_yaml(issuer),
-        up = upstream.url()
-    )
+/// Provider `test` trusting `issuer`, and `/api` behind it.
+fn api_config(issuer: &Issuer, upstream: &Upstream) -> Config {
+    Config::new()
+        .provider(provider(issuer))
+        .route(protected("api", "/api", &upstream.url()))
 }
 
 async fn readyz(gw: &TestGateway) -> u16 {
@@ -30,7 +21,7 @@ async fn readyz(gw: &TestGateway) -> u16 {
 async fn healthz_and_readyz_follow_the_keys() {
     let (issuer, _key) = es256_issuer().await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream)).await;
+    let gw = TestGateway::start(api_config(&issuer, &upstream)).await;
     assert_eq!(gw.admin_get("/healthz").await.0, 200);
     let ready = async {
         for _ in 0..100 {
@@ -55,7 +46,7 @@ async fn readyz_is_503_while_the_issuer_fails() {
     let (issuer, _key) = es256_issuer().await;
     issuer.set_status(500);
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream)).await;
+    let gw = TestGateway::start(api_config(&issuer, &upstream)).await;
     let issuer_probe = issuer.clone();
     assert!(
         eventually(Duration::from_secs(5), || issuer_probe.jwks_hits() > 0).await,

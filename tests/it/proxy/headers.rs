@@ -1,7 +1,8 @@
 //! What the upstream is told: no hop-by-hop fields (named in `Connection` or not), no
 //! URL-override or identity headers from the client, and `X-Forwarded-*` / `X-Request-Id` set.
 
-use super::{es256_issuer, providers_yaml, public_and_api_routes, raw};
+use super::{es256_issuer, raw};
+use crate::support::yaml::{anonymous, public_and_api, server, Config};
 use crate::support::{claims, TestGateway, Upstream};
 
 /// Headers a client sends that must never reach an upstream.
@@ -54,18 +55,9 @@ async fn gateway(
     crate::support::SigningKey,
 ) {
     let (issuer, key) = es256_issuer().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-{routes}    forward:
-      claims: {{ sub: X-Auth-Subject }}
-"#,
-        providers = providers_yaml(&issuer),
-        routes = public_and_api_routes(&upstream.url()),
-    ))
+    let gw = TestGateway::start(
+        public_and_api(&issuer, upstream).edit_route("api", |r| r.forward("sub", "X-Auth-Subject")),
+    )
     .await;
     (gw, issuer, key)
 }
@@ -216,17 +208,11 @@ async fn hop_by_hop_headers_of_the_response_stay_behind() {
          Content-Length: 2\r\n\r\nok",
     )
     .await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-routes:
-  - name: public
-    match: {{ path_prefix: / }}
-    upstream: "http://{upstream}"
-    auth: anonymous
-"#
-    ))
+    let gw = TestGateway::start(Config::new().route(anonymous(
+        "public",
+        "/",
+        &format!("http://{upstream}"),
+    )))
     .await;
     let r = gw.get("/x", None).await;
     assert_eq!(r.status(), 200);
@@ -241,26 +227,16 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_is_appended_only_for_trusted_proxies() {
     let upstream = Upstream::start().await;
-    let yaml = |trusted: &str| {
-        format!(
-            r#"
-server:
-  insecure_plaintext: true
-  trusted_proxies: [{trusted}]
-routes:
-  - name: public
-    match: {{ path_prefix: / }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-            up = upstream.url()
-        )
+    let trusting = |proxies: &str| {
+        Config::new()
+            .server(server().line(&format!("trusted_proxies: [{proxies}]")))
+            .route(anonymous("public", "/", &upstream.url()))
     };
     let request = "GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\
                    X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\
                    X-Forwarded-Host: shop.example\r\n\r\n";
 
-    let gw = TestGateway::start(&yaml("\"127.0.0.0/8\"")).await;
+    let gw = TestGateway::start(trusting("\"127.0.0.0/8\"")).await;
     assert_eq!(raw(gw.addr, request).await.status, 200);
     let seen = upstream.last().unwrap();
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
@@ -268,7 +244,7 @@ routes:
     assert_eq!(seen.headers["x-forwarded-host"], "shop.example");
     gw.stop().await;
 
-    let gw = TestGateway::start(&yaml("\"10.0.0.0/8\"")).await;
+    let gw = TestGateway::start(trusting("\"10.0.0.0/8\"")).await;
     assert_eq!(raw(gw.addr, request).await.status, 200);
     let seen = upstream.last().unwrap();
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");

@@ -1,7 +1,8 @@
 //! Path normalization end to end, over raw sockets (HTTP clients normalize paths themselves).
 //! Allowed paths reach the upstream exactly as routed; refused ones reach no upstream at all.
 
-use super::{es256_issuer, providers_yaml, public_and_api_routes, raw_get};
+use super::{es256_issuer, raw_get};
+use crate::support::yaml::{anonymous, public_and_api};
 use crate::support::{TestGateway, Upstream};
 
 /// Where a request must end up.
@@ -88,26 +89,13 @@ async fn path_normalization_table() {
     let (issuer, _key) = es256_issuer().await;
     let a = Upstream::start().await;
     let b = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-{routes}  - name: strip
-    match: {{ path_prefix: /strip }}
-    strip_prefix: /strip
-    upstream: "{b}/base"
-    auth: anonymous
-  - name: root
-    match: {{ path_prefix: / }}
-    upstream: "{b}"
-    auth: anonymous
-"#,
-        providers = providers_yaml(&issuer),
-        routes = public_and_api_routes(&a.url()),
-        b = b.url(),
-    ))
+    let gw = TestGateway::start(
+        public_and_api(&issuer, &a)
+            .route(
+                anonymous("strip", "/strip", &format!("{}/base", b.url())).strip_prefix("/strip"),
+            )
+            .route(anonymous("root", "/", &b.url())),
+    )
     .await;
 
     let mut failures = Vec::new();

@@ -3,32 +3,16 @@
 use http::Version;
 use serde_json::Value;
 
-use super::{es256_issuer, providers_yaml, public_and_api_routes};
-use crate::support::{Issuer, Pki, TestGateway, Upstream};
-
-fn yaml(issuer: &Issuer, upstream: &Upstream, server: &str) -> String {
-    format!(
-        r#"
-server:
-{server}
-{providers}
-routes:
-{routes}"#,
-        providers = providers_yaml(issuer),
-        routes = public_and_api_routes(&upstream.url()),
-    )
-}
-
-const TLS_WITH_HSTS: &str =
-    "  tls: { cert_file: gateway.crt, key_file: gateway.key, hsts_max_age: 1h }";
-const TLS_NO_HSTS: &str = "  tls: { cert_file: gateway.crt, key_file: gateway.key }";
-const PLAINTEXT: &str = "  insecure_plaintext: true";
+use super::es256_issuer;
+use crate::support::yaml::{public_and_api, server};
+use crate::support::{Pki, TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_http2_over_tls_negotiated_by_alpn() {
     let (issuer, _) = es256_issuer().await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, TLS_WITH_HSTS)).await;
+    let gw =
+        TestGateway::start(public_and_api(&issuer, &upstream).server(server().hsts("1h"))).await;
     assert!(gw.base().starts_with("https://"));
 
     let r = gw.client().get(gw.url("/public/one")).send().await.unwrap();
@@ -84,7 +68,7 @@ async fn http1_and_http2_over_tls_negotiated_by_alpn() {
 async fn a_client_not_trusting_the_ca_and_a_plaintext_client_get_nothing() {
     let (issuer, _) = es256_issuer().await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, TLS_NO_HSTS)).await;
+    let gw = TestGateway::start(public_and_api(&issuer, &upstream).server(server().tls())).await;
     let other_ca = Pki::new();
     let stranger = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_der(&other_ca.ca_der).unwrap()])
@@ -108,7 +92,7 @@ async fn a_client_not_trusting_the_ca_and_a_plaintext_client_get_nothing() {
 async fn h2c_prior_knowledge_over_plaintext_without_hsts() {
     let (issuer, _) = es256_issuer().await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, PLAINTEXT)).await;
+    let gw = TestGateway::start(public_and_api(&issuer, &upstream)).await;
     let r = gw
         .h2_client()
         .get(gw.url("/public/h2c"))

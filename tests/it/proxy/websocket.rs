@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{es256_issuer, providers_yaml};
+use super::es256_issuer;
+use crate::support::yaml::{anonymous, protected, provider, Config};
 use crate::support::{claims, TestGateway, Upstream};
 
 /// A WebSocket handshake for `target` on `api.example.com`, with `extra` header lines.
@@ -52,25 +53,13 @@ pub async fn echo_round_trip(stream: &mut TcpStream, payload: &[u8]) {
 async fn websocket_upgrade_echoes_through_the_gateway() {
     let (issuer, key) = es256_issuer().await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-  - name: ws
-    match: {{ path_prefix: /ws }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: private-ws
-    match: {{ path_prefix: /private }}
-    strip_prefix: /private
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-"#,
-        providers = providers_yaml(&issuer),
-        up = upstream.url()
-    ))
+    let up = upstream.url();
+    let gw = TestGateway::start(
+        Config::new()
+            .provider(provider(&issuer))
+            .route(anonymous("ws", "/ws", &up))
+            .route(protected("private-ws", "/private", &up).strip_prefix("/private")),
+    )
     .await;
 
     let (head, mut stream) = upgrade(gw.addr, &handshake("/ws", "")).await;
@@ -122,19 +111,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsolicited_101_from_the_upstream_is_a_bad_gateway() {
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-routes:
-  - name: ws
-    match: {{ path_prefix: /ws }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-        up = upstream.url()
-    ))
-    .await;
+    let gw = TestGateway::start(Config::new().route(anonymous("ws", "/ws", &upstream.url()))).await;
     for request in [
         "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         // `Upgrade` without the `Connection: upgrade` token is no upgrade request either.
@@ -172,21 +149,11 @@ async fn closed_within(
     }
 }
 
-fn private_ws_yaml(issuer: &crate::support::Issuer, upstream: &Upstream) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-  - name: private-ws
-    match: {{ path_prefix: /ws }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-"#,
-        providers = providers_yaml(issuer),
-        up = upstream.url()
-    )
+/// `/ws` behind provider `test`, trusting `issuer`.
+fn private_ws_config(issuer: &crate::support::Issuer, upstream: &Upstream) -> Config {
+    Config::new()
+        .provider(provider(issuer))
+        .route(protected("private-ws", "/ws", &upstream.url()))
 }
 
 /// A tunnel is authenticated once, at the handshake: it must not outlive its token.
@@ -194,7 +161,7 @@ routes:
 async fn websocket_tunnel_closes_when_its_token_expires() {
     let (issuer, key) = es256_issuer().await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&private_ws_yaml(&issuer, &upstream)).await;
+    let gw = TestGateway::start(private_ws_config(&issuer, &upstream)).await;
     let mut c = claims(&issuer.iss(), "orders-api");
     let exp = crate::support::now() + 2;
     c["exp"] = serde_json::json!(exp);
@@ -228,7 +195,7 @@ async fn websocket_tunnel_closes_when_its_token_is_revoked() {
     use jwt_gateway::auth::revocation::Rule;
     let (issuer, key) = es256_issuer().await;
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&private_ws_yaml(&issuer, &upstream)).await;
+    let gw = TestGateway::start(private_ws_config(&issuer, &upstream)).await;
     let keep = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
     let mut c = claims(&issuer.iss(), "orders-api");
     c["jti"] = serde_json::json!("revoke-me");
