@@ -11,46 +11,43 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::proxy::websocket::{echo_round_trip, handshake, upgrade};
-use crate::proxy::{es256_issuer, raw, RawResponse};
+use crate::proxy::{raw, RawResponse};
 use crate::support::real_upstreams::{RealUpstream, Resolved};
 use crate::support::yaml::{anonymous, protected, provider, server, Config, Route, Server};
-use crate::support::{claims, Issuer, SigningKey, TestGateway, Upstream};
+use crate::support::{Rig, Upstream};
 
 /// The challenge of a protected route asked without a token.
 const NO_TOKEN_CHALLENGE: &str = r#"Bearer realm="jwt-gateway""#;
 
-/// The gateway with one provider (`test`, see `support::config::provider`) and a key to mint
-/// its tokens.
+/// The gateway with one provider (`test`, see `support::yaml::provider`) in front of the real
+/// servers its routes name (the rig's own echo upstream stays idle), and its tokens.
 struct Stack {
-    gw: TestGateway,
-    issuer: Issuer,
-    key: SigningKey,
+    rig: Rig,
 }
 
 impl Stack {
     /// `server` plaintext with the lines under test, and `routes` in matching order.
     async fn start(server: Server, routes: Vec<Route>) -> Stack {
-        let (issuer, key) = es256_issuer().await;
-        let config = routes.into_iter().fold(
-            Config::new().server(server).provider(provider(&issuer)),
-            Config::route,
-        );
-        let gw = TestGateway::start(config).await;
-        Stack { gw, issuer, key }
+        let rig = Rig::start(|issuer, _| {
+            let config = Config::new().server(server).provider(provider(issuer));
+            routes.into_iter().fold(config, Config::route)
+        })
+        .await;
+        Stack { rig }
     }
 
     /// A valid token for `alice` with realm roles `roles`.
     fn token(&self, roles: &[&str]) -> String {
-        let mut c = claims(&self.issuer.iss(), "orders-api");
+        let mut c = self.rig.claims();
         c["realm_access"]["roles"] = serde_json::json!(roles);
-        self.key.mint("ES256", &c)
+        self.rig.mint(&c)
     }
 
     /// A valid token without `sub`: a route forwarding `sub` has no value to inject.
     fn token_without_sub(&self) -> String {
-        let mut c = claims(&self.issuer.iss(), "orders-api");
+        let mut c = self.rig.claims();
         c.as_object_mut().expect("claims object").remove("sub");
-        self.key.mint("ES256", &c)
+        self.rig.mint(&c)
     }
 
     /// Sends `request` and asserts the gateway answered `status` itself: `upstream` recorded
@@ -63,7 +60,7 @@ impl Stack {
         what: &str,
     ) -> RawResponse {
         let before = upstream.requests();
-        let r = raw(self.gw.addr, request).await;
+        let r = raw(self.rig.gw.addr, request).await;
         assert_eq!(r.status, status, "{what}: {r:?}");
         assert_eq!(
             upstream.requests(),
@@ -77,7 +74,7 @@ impl Stack {
     /// what the upstream resolved.
     async fn forwarded(&self, upstream: &RealUpstream, request: &str, what: &str) -> Resolved {
         let before = upstream.requests();
-        let r = raw(self.gw.addr, request).await;
+        let r = raw(self.rig.gw.addr, request).await;
         assert_eq!(r.status, 200, "{what}: {r:?}");
         let mut seen = upstream.seen();
         assert_eq!(seen.len(), before + 1, "{what}: one request upstream");
@@ -308,7 +305,7 @@ async fn no_hostile_path_reaches_the_nginx_admin_location_anonymously() {
         let mut failures = Vec::new();
         for target in HOSTILE_ADMIN_PATHS {
             let before = nginx.requests();
-            let r = raw(stack.gw.addr, get(target, "api.example.com", "")).await;
+            let r = raw(stack.rig.gw.addr, get(target, "api.example.com", "")).await;
             let seen = nginx.seen();
             let reached: Vec<&Resolved> = seen[before..].iter().collect();
             let ok = match (r.status, reached.as_slice()) {
@@ -481,7 +478,7 @@ async fn no_hostile_path_reaches_the_tomcat_secure_servlet_anonymously() {
         "/%3Bx/secure/data",
     ] {
         let before = tomcat.requests();
-        let r = raw(stack.gw.addr, get(target, host, "")).await;
+        let r = raw(stack.rig.gw.addr, get(target, host, "")).await;
         let seen = tomcat.seen();
         let reached: Vec<&Resolved> = seen[before..].iter().collect();
         let ok = match (r.status, reached.as_slice()) {
@@ -659,7 +656,7 @@ async fn allowed_underscore_headers_never_shadow_a_gateway_header() {
     for (target, auth) in [("/public/x", ""), ("/api/x", without_sub.as_str())] {
         let request = get(target, "api.example.com", &format!("{extra}{auth}"));
         let before = wsgi.requests();
-        let r = raw(stack.gw.addr, &request).await;
+        let r = raw(stack.rig.gw.addr, &request).await;
         assert_eq!(r.status, 200, "{target}: {r:?}");
         let seen = wsgi.seen();
         assert_eq!(seen.len(), before + 1, "{target}");
@@ -738,7 +735,7 @@ async fn malformed_hosts_are_refused_before_nginx_sees_them() {
     let mut failures = Vec::new();
     for (what, request) in requests {
         let before = nginx.requests();
-        let r = raw(stack.gw.addr, &request).await;
+        let r = raw(stack.rig.gw.addr, &request).await;
         let reached = nginx.requests() - before;
         if r.status != 400 || reached != 0 {
             failures.push(format!("{what}: status {}, nginx saw {reached}", r.status));
@@ -901,7 +898,9 @@ async fn h2c_upgrade_is_dropped_and_the_request_proceeds_as_http1() {
     let nginx = RealUpstream::nginx();
     let stack = Stack::start(server(), admin_and_catch_all(&nginx.url())).await;
     let before = nginx.requests();
-    let mut stream = TcpStream::connect(stack.gw.addr).await.expect("connect");
+    let mut stream = TcpStream::connect(stack.rig.gw.addr)
+        .await
+        .expect("connect");
     stream
         .write_all(
             b"GET /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n\
@@ -948,7 +947,7 @@ async fn websocket_upgrade_still_passes_through() {
     for spelling in ["websocket", "WebSocket"] {
         let request =
             handshake("/ws", "").replace("Upgrade: websocket", &format!("Upgrade: {spelling}"));
-        let (head, mut stream) = upgrade(stack.gw.addr, &request).await;
+        let (head, mut stream) = upgrade(stack.rig.gw.addr, &request).await;
         assert!(head.starts_with("HTTP/1.1 101"), "{spelling}: {head}");
         echo_round_trip(&mut stream, b"\x81\x05hello").await;
         let seen = upstream.last().expect("the handshake reached the upstream");

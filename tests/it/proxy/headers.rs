@@ -1,9 +1,9 @@
 //! What the upstream is told: no hop-by-hop fields (named in `Connection` or not), no
 //! URL-override or identity headers from the client, and `X-Forwarded-*` / `X-Request-Id` set.
 
-use super::{es256_issuer, raw};
+use super::raw;
 use crate::support::yaml::{anonymous, public_and_api, server, Config};
-use crate::support::{claims, TestGateway, Upstream};
+use crate::support::{Rig, TestGateway, Upstream};
 
 /// Headers a client sends that must never reach an upstream.
 const NEVER_FORWARDED: &[&str] = &[
@@ -47,19 +47,12 @@ fn hostile_request(target: &str, extra: &str) -> String {
     )
 }
 
-async fn gateway(
-    upstream: &Upstream,
-) -> (
-    TestGateway,
-    crate::support::Issuer,
-    crate::support::SigningKey,
-) {
-    let (issuer, key) = es256_issuer().await;
-    let gw = TestGateway::start(
-        public_and_api(&issuer, upstream).edit_route("api", |r| r.forward("sub", "X-Auth-Subject")),
-    )
-    .await;
-    (gw, issuer, key)
+/// `/public` anonymous and `/api` forwarding `sub` as `X-Auth-Subject`.
+async fn gateway() -> Rig {
+    Rig::start(|i, u| {
+        public_and_api(i, u).edit_route("api", |r| r.forward("sub", "X-Auth-Subject"))
+    })
+    .await
 }
 
 fn assert_clean(seen: &crate::support::Seen) {
@@ -87,8 +80,8 @@ fn assert_clean(seen: &crate::support::Seen) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_and_spoofable_headers_never_reach_the_upstream() {
-    let upstream = Upstream::start().await;
-    let (gw, issuer, key) = gateway(&upstream).await;
+    let rig = gateway().await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
 
     // Anonymous route: stripped all the same.
     let r = raw(gw.addr, hostile_request("/public/h", "")).await;
@@ -101,7 +94,7 @@ async fn hop_by_hop_and_spoofable_headers_never_reach_the_upstream() {
     );
 
     // Protected route: the same, and the identity header is the gateway's alone.
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let token = rig.token();
     let r = raw(
         gw.addr,
         hostile_request("/api/h", &format!("Authorization: Bearer {token}\r\n")),
@@ -113,13 +106,13 @@ async fn hop_by_hop_and_spoofable_headers_never_reach_the_upstream() {
     assert_eq!(seen.headers["x-auth-subject"], "alice");
     assert_eq!(seen.headers.get_all("x-auth-subject").iter().count(), 1);
     assert!(seen.headers.get("authorization").is_none());
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_is_kept_when_well_formed_and_echoed_back() {
-    let upstream = Upstream::start().await;
-    let (gw, _issuer, _key) = gateway(&upstream).await;
+    let rig = gateway().await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
     let with_id = |id: &str| {
         format!(
             "GET /public/id HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Request-Id: {id}\r\n\r\n"
@@ -173,7 +166,7 @@ async fn request_id_is_kept_when_well_formed_and_echoed_back() {
     .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.header("x-request-id"), Some("trace-401"));
-    gw.stop().await;
+    rig.stop().await;
 }
 
 /// An upstream that answers every request with `response`, byte for byte, then closes.

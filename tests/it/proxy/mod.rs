@@ -20,8 +20,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Issuer, SigningKey};
-
 /// An HTTP/1.x response read off a raw socket until the server closed it.
 #[derive(Debug)]
 pub struct RawResponse {
@@ -90,13 +88,6 @@ pub async fn raw_get(addr: SocketAddr, host: &str, target: &str) -> RawResponse 
         format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
     )
     .await
-}
-
-/// An issuer with one P-256 key, and that key for minting.
-pub async fn es256_issuer() -> (Issuer, SigningKey) {
-    let key = SigningKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    (issuer, key)
 }
 
 /// A loopback port nothing listens on (bound once, then released).

@@ -1,9 +1,9 @@
 //! Path normalization end to end, over raw sockets (HTTP clients normalize paths themselves).
 //! Allowed paths reach the upstream exactly as routed; refused ones reach no upstream at all.
 
-use super::{es256_issuer, raw_get};
+use super::raw_get;
 use crate::support::yaml::{anonymous, public_and_api};
-use crate::support::{TestGateway, Upstream};
+use crate::support::{Rig, Upstream};
 
 /// Where a request must end up.
 #[derive(Debug)]
@@ -86,17 +86,16 @@ const CASES: &[(&str, Expect)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_normalization_table() {
-    let (issuer, _key) = es256_issuer().await;
-    let a = Upstream::start().await;
     let b = Upstream::start().await;
-    let gw = TestGateway::start(
-        public_and_api(&issuer, &a)
+    let rig = Rig::start(|i, a| {
+        public_and_api(i, a)
             .route(
                 anonymous("strip", "/strip", &format!("{}/base", b.url())).strip_prefix("/strip"),
             )
-            .route(anonymous("root", "/", &b.url())),
-    )
+            .route(anonymous("root", "/", &b.url()))
+    })
     .await;
+    let (gw, a) = (&rig.gw, &rig.upstream);
 
     let mut failures = Vec::new();
     for (target, expect) in CASES {
@@ -106,7 +105,7 @@ async fn path_normalization_table() {
         let outcome = match expect {
             A(path) | B(path) => {
                 let (upstream, hits, other) = match expect {
-                    A(_) => (&a, got_a, got_b),
+                    A(_) => (a, got_a, got_b),
                     _ => (&b, got_b, got_a),
                 };
                 let seen = upstream.last().map(|s| s.path_and_query);
@@ -143,5 +142,5 @@ async fn path_normalization_table() {
     let r = h2.get(gw.url("/public/a;x//b%7E")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(a.last().unwrap().path_and_query, "/public/a;x/b~");
-    gw.stop().await;
+    rig.stop().await;
 }

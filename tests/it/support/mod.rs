@@ -1,5 +1,7 @@
 //! Shared test harness: real servers on 127.0.0.1 ephemeral ports, a test CA, and the gateway
-//! itself running in-process through the same `serve` entry the binary uses.
+//! itself running in-process through the same `serve` entry the binary uses. `Rig` puts a
+//! gateway on a `yaml` config in front of an upstream, trusting an issuer; `TestGateway` alone
+//! takes any config text.
 #![allow(dead_code, unused_imports)]
 
 pub mod denials;
@@ -7,6 +9,7 @@ pub mod keys;
 pub mod process;
 pub mod real_upstreams;
 pub mod redis;
+pub mod rig;
 pub mod servers;
 pub mod yaml;
 
@@ -24,6 +27,7 @@ use tokio::sync::oneshot;
 
 pub use denials::{expect_denied, Want};
 pub use keys::{claims, mint_raw, now, SigningKey};
+pub use rig::{Backends, Rig};
 pub use servers::{Issuer, Seen, Upstream};
 
 /// A throwaway CA and a server certificate for `localhost`, `127.0.0.1` and `api.example.com`.
