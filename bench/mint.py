@@ -5,55 +5,37 @@
     mint.py mint  KEY.pem KID ISS AUD COUNT OUT [--exp-days D] [--workers W] [--start S]
                                                    -> OUT: COUNT distinct RS256 tokens, one a line
 
-Tokens differ in `sub` and `jti`, so each one is a distinct cache key for the gateway. RSA signing
-goes through the `cryptography` package (OpenSSL), spread over W processes: about 1,000 RS256
-signatures per second per core on the benchmark machine.
+Tokens differ in `sub` and `jti`, so each one is a distinct cache key for the gateway. They are
+signed by bench/jwt_mint.py through the `cryptography` package (OpenSSL), spread over W processes:
+about 1,000 RS256 signatures per second per core on the benchmark machine.
 """
 
-import base64
-import json
 import multiprocessing
 import os
 import sys
 import time
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def uint_b64(n: int) -> str:
-    return b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
-
-
-def load_key(path):
-    with open(path, "rb") as f:
-        return serialization.load_pem_private_key(f.read(), password=None)
+from jwt_mint import load_private_key, mint, rs256_signer, rsa_jwk, jwks
 
 
 def cmd_jwks(key_path, kid):
-    pub = load_key(key_path).public_key().public_numbers()
-    jwk = {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": uint_b64(pub.n), "e": uint_b64(pub.e)}
-    print(json.dumps({"keys": [jwk]}, separators=(",", ":")))
+    print(jwks(rsa_jwk(load_private_key(key_path).public_key(), kid)))
 
 
-_KEY = None
+_SIGN = None
 _PARAMS = None
 
 
 def _worker_init(key_path, params):
-    global _KEY, _PARAMS
-    _KEY = load_key(key_path)
+    global _SIGN, _PARAMS
+    _SIGN = rs256_signer(load_private_key(key_path))
     _PARAMS = params
 
 
 def _mint_range(bounds):
     lo, hi = bounds
     kid, iss, aud, iat, exp = _PARAMS
-    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}, separators=(",", ":")).encode())
+    header = {"alg": "RS256", "typ": "JWT", "kid": kid}
     out = []
     for i in range(lo, hi):
         claims = {
@@ -65,9 +47,7 @@ def _mint_range(bounds):
             "exp": exp,
             "scope": "bench:read profile",
         }
-        signing_input = header + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
-        sig = _KEY.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
-        out.append(signing_input + "." + b64url(sig))
+        out.append(mint(header, claims, _SIGN))
     return "\n".join(out) + "\n"
 
 

@@ -10,12 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{
-    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, RsaKeyPair,
-    ECDSA_P256_SHA256_FIXED_SIGNING,
-};
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -24,6 +19,7 @@ use jwt_gateway::auth::token::{self, unix_now};
 use jwt_gateway::auth::Algorithm;
 use jwt_gateway::claims::{header_value, ClaimPath};
 use jwt_gateway::config::{compile_str, ProviderConfig};
+use jwt_gateway::demo::mint::{user_claims, SigningKey};
 use jwt_gateway::proxy::pipeline::{
     judge, proxied_upstream, rewrite_request, ConnInfo, RequestCtx, RequestView,
 };
@@ -31,10 +27,6 @@ use jwt_gateway::{Gateway, GatewayOptions};
 use serde_json::{json, Value};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-bench-secret";
-
-fn b64(b: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(b)
-}
 
 /// Polls a future that must complete without waiting (cache hits, in-memory stages).
 fn ready<F: std::future::Future>(fut: F) -> F::Output {
@@ -45,126 +37,62 @@ fn ready<F: std::future::Future>(fut: F) -> F::Output {
     }
 }
 
-/// Signs a JWS signing input with one algorithm's private key.
-type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
-
+/// One algorithm's key (from the library's minter, which signs with aws-lc-rs directly), and the
+/// bare aws-lc-rs verifier of its public key that the gateway's check is measured against.
 struct Signer {
     alg: &'static str,
-    jwk: Value,
-    sign: SignFn,
+    key: SigningKey,
     raw: Option<ParsedPublicKey>,
 }
 
 fn signers() -> Vec<Signer> {
-    let rsa = Arc::new(RsaKeyPair::generate(KeySize::Rsa2048).expect("rsa"));
-    let n = rsa
-        .public_key()
-        .modulus()
-        .big_endian_without_leading_zero()
-        .to_vec();
-    let e = rsa
-        .public_key()
-        .exponent()
-        .big_endian_without_leading_zero()
-        .to_vec();
-    let rsa_der = rsa_public_der(&n, &e);
-    let rsa_jwk = json!({"kty": "RSA", "kid": "rsa", "n": b64(&n), "e": b64(&e)});
-    let ec = Arc::new(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("ec"));
-    let point = ec.public_key().as_ref().to_vec();
-    let ed = Arc::new(Ed25519KeyPair::generate().expect("ed"));
-    let ed_pub = ed.public_key().as_ref().to_vec();
-    let rsa_sign = |padding: &'static dyn signature::RsaEncoding, rsa: Arc<RsaKeyPair>| {
-        Box::new(move |m: &[u8]| {
-            let mut sig = vec![0; rsa.public_modulus_len()];
-            rsa.sign(padding, &SystemRandom::new(), m, &mut sig)
-                .expect("sign");
-            sig
-        }) as SignFn
+    let parsed = |key: &SigningKey, verifier: &'static dyn VerificationAlgorithm| {
+        ParsedPublicKey::new(verifier, key.public_key()?).ok()
     };
-    let ec2 = ec.clone();
-    let ed2 = ed.clone();
+    let signer =
+        |alg, key: SigningKey, verifier: Option<&'static dyn VerificationAlgorithm>| Signer {
+            alg,
+            raw: verifier.and_then(|v| parsed(&key, v)),
+            key,
+        };
+    let rsa = SigningKey::rsa("rsa");
     vec![
-        Signer {
-            alg: "RS256",
-            jwk: rsa_jwk.clone(),
-            sign: rsa_sign(&signature::RSA_PKCS1_SHA256, rsa.clone()),
-            raw: ParsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &rsa_der).ok(),
-        },
-        Signer {
-            alg: "PS256",
-            jwk: rsa_jwk,
-            sign: rsa_sign(&signature::RSA_PSS_SHA256, rsa),
-            raw: ParsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, &rsa_der).ok(),
-        },
-        Signer {
-            alg: "ES256",
-            jwk: json!({"kty": "EC", "crv": "P-256", "kid": "ec", "x": b64(&point[1..33]), "y": b64(&point[33..])}),
-            sign: Box::new(move |m| {
-                ec2.sign(&SystemRandom::new(), m)
-                    .expect("sign")
-                    .as_ref()
-                    .to_vec()
-            }),
-            raw: ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point).ok(),
-        },
-        Signer {
-            alg: "EdDSA",
-            jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": b64(&ed_pub)}),
-            sign: Box::new(move |m| ed2.sign(m).as_ref().to_vec()),
-            raw: ParsedPublicKey::new(&signature::ED25519, &ed_pub).ok(),
-        },
-        Signer {
-            alg: "HS256",
-            jwk: json!({}),
-            sign: Box::new(|m| {
-                let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET);
-                aws_lc_rs::hmac::sign(&key, m).as_ref().to_vec()
-            }),
-            raw: None,
-        },
+        signer(
+            "RS256",
+            rsa.clone(),
+            Some(&signature::RSA_PKCS1_2048_8192_SHA256),
+        ),
+        signer("PS256", rsa, Some(&signature::RSA_PSS_2048_8192_SHA256)),
+        signer(
+            "ES256",
+            SigningKey::p256("ec"),
+            Some(&signature::ECDSA_P256_SHA256_FIXED),
+        ),
+        signer(
+            "EdDSA",
+            SigningKey::ed25519("ed"),
+            Some(&signature::ED25519),
+        ),
+        signer("HS256", SigningKey::hmac(SECRET), None),
     ]
 }
 
-fn rsa_public_der(n: &[u8], e: &[u8]) -> Vec<u8> {
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        if content.len() < 128 {
-            out.push(content.len() as u8);
-        } else {
-            let len = (content.len() as u16).to_be_bytes();
-            out.extend([0x82, len[0], len[1]]);
-        }
-        out.extend_from_slice(content);
-        out
-    }
-    let int = |m: &[u8]| {
-        let mut c = Vec::new();
-        if m[0] & 0x80 != 0 {
-            c.push(0);
-        }
-        c.extend_from_slice(m);
-        tlv(0x02, &c)
-    };
-    let mut body = int(n);
-    body.extend(int(e));
-    tlv(0x30, &body)
-}
-
 fn claims() -> Value {
-    let now = unix_now() as u64;
-    json!({"iss": "https://idp.bench", "aud": "orders-api", "sub": "alice", "iat": now, "exp": now + 3600,
-           "jti": "bench-1", "email": "alice@example.com", "realm_access": {"roles": ["orders.read", "user"]},
-           "scope": "orders:read profile"})
+    let mut claims = user_claims(
+        "https://idp.bench",
+        Some("orders-api"),
+        "alice",
+        &["orders.read", "user"],
+        "orders:read profile",
+    );
+    claims["jti"] = json!("bench-1");
+    claims.as_object_mut().expect("object").remove("nbf");
+    claims
 }
 
+/// A token of `s` with `kid` in its header, or none.
 fn mint(s: &Signer, kid: Option<&str>) -> String {
-    let mut header = json!({"alg": s.alg, "typ": "JWT"});
-    if let Some(k) = kid {
-        header["kid"] = json!(k);
-    }
-    let input = format!("{}.{}", b64(header.to_string()), b64(claims().to_string()));
-    let sig = (s.sign)(input.as_bytes());
-    format!("{input}.{}", b64(sig))
+    s.key.mint_with(s.alg, json!({ "kid": kid }), &claims())
 }
 
 fn provider(alg: &str) -> ProviderConfig {
@@ -228,10 +156,13 @@ fn uncached_validation(c: &mut Criterion) {
         let key: VerifyingKey = if alg.is_hmac() {
             VerifyingKey::shared_secret(SECRET, &[alg]).expect("hmac key")
         } else {
-            parse_jwks(json!({"keys": [s.jwk]}).to_string().as_bytes(), &[alg])
-                .expect("jwks")
-                .keys
-                .remove(0)
+            parse_jwks(
+                json!({"keys": [s.key.jwk()]}).to_string().as_bytes(),
+                &[alg],
+            )
+            .expect("jwks")
+            .keys
+            .remove(0)
         };
         let t = mint(&s, None);
         assert!(validate(&t, &key, &p), "{} token must validate", s.alg);
@@ -258,8 +189,9 @@ fn uncached_validation(c: &mut Criterion) {
             );
         }
         if s.alg == "RS256" {
-            let n = s.jwk["n"].as_str().expect("n");
-            let e = s.jwk["e"].as_str().expect("e");
+            let jwk = s.key.jwk();
+            let n = jwk["n"].as_str().expect("n");
+            let e = jwk["e"].as_str().expect("e");
             let dk =
                 jsonwebtoken::DecodingKey::from_rsa_components(n, e).expect("jsonwebtoken key");
             let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
@@ -346,7 +278,7 @@ fn cached_paths(c: &mut Criterion) {
         .into_iter()
         .find(|s| s.alg == "ES256")
         .expect("ES256");
-    let mut jwk = es.jwk.clone();
+    let mut jwk = es.key.jwk();
     jwk["alg"] = json!("ES256");
     let (gateway, _rt) = gateway_with_key(10, &jwk);
     let token = mint(&es, Some("ec"));
@@ -501,12 +433,7 @@ fn cache_key(c: &mut Criterion) {
         .map(|i| {
             let mut cl = claims();
             cl["jti"] = json!(format!("jti-{i}"));
-            let input = format!(
-                "{}.{}",
-                b64(json!({"alg":"ES256","kid":"ec"}).to_string()),
-                b64(cl.to_string())
-            );
-            format!("{input}.{}", b64((es.sign)(input.as_bytes())))
+            es.key.mint_with("ES256", json!({"typ": null}), &cl)
         })
         .collect();
     // The verified cache's own hasher (foldhash), for both keys.

@@ -23,46 +23,27 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# The shared minter, bench/jwt_mint.py, one folder up.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jwt_mint  # noqa: E402
+
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
 ISSUER_AUD = "soak-api"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 # ------------------------------------------------------------------------------------------------
 # keys
 # ------------------------------------------------------------------------------------------------
 def cmd_keys(out_dir):
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     os.makedirs(out_dir, exist_ok=True)
     keys = {}
     for name in ("signing", "forger", "rogue"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        with open(os.path.join(out_dir, f"{name}.pem"), "wb") as f:
-            f.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-        keys[name] = key
-    pub = keys["signing"].public_key().public_numbers()
-    jwk = {
-        "kty": "EC",
-        "crv": "P-256",
-        "use": "sig",
-        "alg": "ES256",
-        "kid": "soak-1",
-        "x": b64url(pub.x.to_bytes(32, "big")),
-        "y": b64url(pub.y.to_bytes(32, "big")),
-    }
+        keys[name] = ec.generate_private_key(ec.SECP256R1())
+        jwt_mint.write_private_key(keys[name], os.path.join(out_dir, f"{name}.pem"))
     with open(os.path.join(out_dir, "jwks.json"), "w") as f:
-        json.dump({"keys": [jwk]}, f)
+        f.write(jwt_mint.jwks(jwt_mint.p256_jwk(keys["signing"].public_key(), "soak-1")))
 
 
 class Minter:
@@ -70,24 +51,16 @@ class Minter:
     and rogue ones (a kid the JWKS never lists, so the gateway refetches)."""
 
     def __init__(self, key_dir, issuer):
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-        self._hashes, self._ec, self._decode = hashes, ec, decode_dss_signature
-        self.keys = {}
-        for name in ("signing", "forger", "rogue"):
-            with open(os.path.join(key_dir, f"{name}.pem"), "rb") as f:
-                self.keys[name] = serialization.load_pem_private_key(f.read(), password=None)
+        self.signers = {
+            name: jwt_mint.es256_signer(jwt_mint.load_private_key(os.path.join(key_dir, f"{name}.pem")))
+            for name in ("signing", "forger", "rogue")
+        }
         self.issuer = issuer
 
     def mint(self, key, kid, sub, jti, iat, exp):
-        header = b64url(json.dumps({"alg": "ES256", "typ": "JWT", "kid": kid}, separators=(",", ":")).encode())
+        header = {"alg": "ES256", "typ": "JWT", "kid": kid}
         claims = {"iss": self.issuer, "aud": ISSUER_AUD, "sub": sub, "jti": jti, "iat": iat, "exp": exp}
-        signing_input = header + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
-        der = self.keys[key].sign(signing_input.encode("ascii"), self._ec.ECDSA(self._hashes.SHA256()))
-        r, s = self._decode(der)
-        return signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        return jwt_mint.mint(header, claims, self.signers[key])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,10 +4,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -17,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::auth::token::unix_now;
+use super::mint::{random_id, user_claims, SigningKey};
 use crate::config::ProviderConfig;
 
 pub struct DemoUser {
@@ -54,21 +50,17 @@ pub struct DemoIssuer {
 }
 
 struct Inner {
-    key: EcdsaKeyPair,
-    kid: String,
+    key: SigningKey,
     issuer: String,
     audience: Option<String>,
 }
 
 impl DemoIssuer {
     pub fn new(provider: &ProviderConfig) -> Result<DemoIssuer, aws_lc_rs::error::Unspecified> {
-        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)?;
-        let mut kid_bytes = [0u8; 6];
-        aws_lc_rs::rand::fill(&mut kid_bytes)?;
+        let key = SigningKey::try_p256(&format!("demo-{}", random_id()))?;
         Ok(DemoIssuer {
             inner: Arc::new(Inner {
                 key,
-                kid: format!("demo-{}", URL_SAFE_NO_PAD.encode(kid_bytes)),
                 issuer: provider.issuer.clone(),
                 audience: provider.audiences.first().cloned(),
             }),
@@ -76,45 +68,20 @@ impl DemoIssuer {
     }
 
     pub fn jwks(&self) -> serde_json::Value {
-        let point = self.inner.key.public_key().as_ref();
-        let (x, y) = point[1..].split_at(32);
-        json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.inner.kid,
-            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
-        }]})
+        let mut jwk = self.inner.key.jwk();
+        jwk["alg"] = json!("ES256");
+        json!({ "keys": [jwk] })
     }
 
-    pub fn mint(&self, user: &DemoUser) -> Option<String> {
-        let now = unix_now() as u64;
-        let mut jti = [0u8; 12];
-        aws_lc_rs::rand::fill(&mut jti).ok()?;
-        let mut claims = json!({
-            "iss": self.inner.issuer,
-            "sub": user.name,
-            "email": format!("{}@example.com", user.name),
-            "iat": now, "nbf": now, "exp": now + 3600,
-            "jti": URL_SAFE_NO_PAD.encode(jti),
-            "realm_access": {"roles": user.roles},
-            "scope": user.scope,
-        });
-        if let Some(aud) = &self.inner.audience {
-            claims["aud"] = json!(aud);
-        }
-        let header = json!({"alg": "ES256", "typ": "JWT", "kid": self.inner.kid});
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
+    pub fn mint(&self, user: &DemoUser) -> String {
+        let claims = user_claims(
+            &self.inner.issuer,
+            self.inner.audience.as_deref(),
+            user.name,
+            user.roles,
+            user.scope,
         );
-        let signature = self
-            .inner
-            .key
-            .sign(&SystemRandom::new(), signing_input.as_bytes())
-            .ok()?;
-        Some(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.as_ref())
-        ))
+        self.inner.key.mint("ES256", &claims)
     }
 
     pub async fn serve(self, listener: TcpListener) {
@@ -144,7 +111,7 @@ impl DemoIssuer {
                 match DEMO_USERS
                     .iter()
                     .find(|u| u.name == wanted)
-                    .and_then(|u| self.mint(u))
+                    .map(|u| self.mint(u))
                 {
                     Some(token) => (StatusCode::OK, token),
                     None => (

@@ -1,9 +1,11 @@
 //! `jwt-gateway demo`: the repo's `gateway.yaml` served on loopback with its identity provider and
 //! upstreams replaced by in-process stand-ins, so a first look needs nothing but this binary.
-//! Reached only from the `demo` command; `run` never touches this module.
+//! Reached only from the `demo` command; `run` never touches this module. [`mint`] is public: the
+//! integration tests and the benches sign their tokens with it too.
 
 mod echo;
 mod issuer;
+pub mod mint;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};

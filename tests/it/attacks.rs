@@ -10,11 +10,9 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::auth::auth_yaml;
 use crate::support::keys::{b64, Material};
-use crate::support::{
-    claims, expect_denied, mint_raw, Issuer, TestGateway, TestKey, Upstream, Want,
-};
+use crate::support::yaml::{every_rule, secret_env};
+use crate::support::{mint_raw, Issuer, Rig, SigningKey, Want};
 
 /// A loopback listener that only counts connections: where an attacker's `jku`/`x5u` points.
 struct Tripwire {
@@ -42,78 +40,40 @@ impl Tripwire {
     }
 }
 
-/// A provider trusting an RSA key (`rsa1`, RS256) and a P-256 key (`ec1`, ES256).
-struct Target {
-    rsa: TestKey,
-    ec: TestKey,
-    issuer: Issuer,
-    upstream: Upstream,
-    gw: TestGateway,
+/// A provider trusting a P-256 key (`ec1`, ES256; it signs the rig's tokens) and an RSA key
+/// (`rsa1`, RS256).
+async fn target() -> Rig {
+    target_with("RS256, ES256", None).await
 }
 
-impl Target {
-    async fn start() -> Target {
-        Target::start_with("RS256, ES256", "").await
-    }
+async fn target_with(algorithms: &str, provider_extra: Option<&str>) -> Rig {
+    let keys = [
+        (&SigningKey::p256("ec1"), "ES256"),
+        (&SigningKey::rsa("rsa1"), "RS256"),
+    ];
+    Rig::with_keys(&keys, |i, u| {
+        every_rule(i, u).edit_provider("test", |p| {
+            let p = p.algorithms(algorithms);
+            match provider_extra {
+                Some(extra) => p.line(extra),
+                None => p,
+            }
+        })
+    })
+    .await
+}
 
-    async fn start_with(algorithms: &str, provider_extra: &str) -> Target {
-        let rsa = TestKey::rsa("rsa1");
-        let ec = TestKey::p256("ec1");
-        let issuer = Issuer::start(&[(&rsa, "RS256"), (&ec, "ES256")]).await;
-        let upstream = Upstream::start().await;
-        let gw = TestGateway::start(&auth_yaml(
-            &issuer,
-            &upstream,
-            algorithms,
-            provider_extra,
-            "",
-        ))
-        .await;
-        Target {
-            rsa,
-            ec,
-            issuer,
-            upstream,
-            gw,
-        }
-    }
-
-    fn claims(&self) -> Value {
-        claims(&self.issuer.iss(), "orders-api")
-    }
-
-    fn payload(&self) -> String {
-        self.claims().to_string()
-    }
-
-    async fn refused(&self, want: Want, what: &str, token: &str) {
-        expect_denied(
-            &self.gw,
-            &self.upstream,
-            "api",
-            want,
-            what,
-            self.gw.get("/api/x", Some(token)),
-        )
-        .await;
-    }
-
-    /// The control: a well-formed token from the same keys passes.
-    async fn control(&self) {
-        let r = self
-            .gw
-            .get("/api/x", Some(&self.ec.mint("ES256", &self.claims())))
-            .await;
-        assert_eq!(r.status(), 200, "control token");
-    }
+/// The control: a well-formed token from the same keys passes.
+async fn control(t: &Rig) {
+    assert_eq!(t.status(&t.token()).await, 200, "control token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alg_none_in_every_spelling_is_refused() {
-    let t = Target::start().await;
-    let payload = t.payload();
+    let t = target().await;
+    let payload = t.claims().to_string();
     let real_sig = {
-        let ok = t.ec.mint("ES256", &t.claims());
+        let ok = t.mint(&t.claims());
         ok.rsplit_once('.').expect("parts").1.to_string()
     };
     for alg in ["none", "None", "NONE", "nOnE", "none ", ""] {
@@ -124,7 +84,7 @@ async fn alg_none_in_every_spelling_is_refused() {
             for sig in [String::new(), b64("sig"), real_sig.clone()] {
                 let input = format!("{}.{}", b64(header.to_string()), b64(&payload));
                 let token = format!("{input}.{sig}");
-                t.refused(
+                t.denied(
                     Want::Invalid("alg_not_allowed"),
                     &format!(
                         "alg {alg:?} header {header} sig {:?}",
@@ -143,24 +103,21 @@ async fn alg_none_in_every_spelling_is_refused() {
         json!({"alg": ["ES256"], "kid": "ec1"}),
         json!({"alg": 0, "kid": "ec1"}),
     ] {
-        let token = mint_raw(&header.to_string(), &payload, |i| t.ec.sign("ES256", i));
-        t.refused(
+        let token = mint_raw(&header.to_string(), &payload, |i| t.sign(i));
+        t.denied(
             Want::Invalid("malformed"),
             &format!("header {header}"),
             &token,
         )
         .await;
     }
-    t.control().await;
+    control(&t).await;
 }
 
 /// PKCS#1 `RSAPublicKey` DER and its PEM: what a confused HS256 verifier would use as the secret.
-fn rsa_public_forms(key: &TestKey) -> Vec<(&'static str, Vec<u8>)> {
-    let Material::Rsa(pair) = &key.material else {
-        panic!("an RSA key");
-    };
-    use aws_lc_rs::signature::KeyPair;
-    let der = pair.public_key().as_ref().to_vec();
+fn rsa_public_forms(key: &SigningKey) -> Vec<(&'static str, Vec<u8>)> {
+    assert!(matches!(key.material, Material::Rsa(_)), "an RSA key");
+    let der = key.public_key().expect("RSA public key");
     let body: Vec<String> = STANDARD
         .encode(&der)
         .as_bytes()
@@ -185,14 +142,14 @@ fn rsa_public_forms(key: &TestKey) -> Vec<(&'static str, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hs256_signed_with_the_rsa_public_key_is_refused() {
-    let t = Target::start().await;
-    let payload = t.payload();
-    for (form, secret) in rsa_public_forms(&t.rsa) {
-        let hs = TestKey::hmac(&secret);
+    let t = target().await;
+    let payload = t.claims().to_string();
+    for (form, secret) in rsa_public_forms(t.key_of("rsa1")) {
+        let hs = SigningKey::hmac(&secret);
         for alg in ["HS256", "HS384", "HS512"] {
             let header = json!({"alg": alg, "typ": "JWT", "kid": "rsa1"}).to_string();
             let token = mint_raw(&header, &payload, |i| hs.sign(alg, i));
-            t.refused(
+            t.denied(
                 Want::Invalid("alg_not_allowed"),
                 &format!("{alg} keyed with the RSA public key as {form}"),
                 &token,
@@ -200,26 +157,19 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
             .await;
         }
     }
-    t.control().await;
+    control(&t).await;
 
     // Even where HS256 is allowed, the RSA key never becomes an HMAC secret: only the
     // configured shared secret verifies HS256, so the forgery is a bad signature.
-    let var = format!(
-        "JWTGW_TEST_CONFUSION_{}",
-        crate::support::keys::rand_suffix().replace(['-', '_'], "X")
-    );
-    std::env::set_var(&var, "a-completely-different-secret-of-40-bytes");
-    let t = Target::start_with(
-        "RS256, ES256, HS256",
-        &format!("    shared_secret_env: {var}"),
-    )
-    .await;
-    let payload = t.payload();
-    for (form, secret) in rsa_public_forms(&t.rsa) {
-        let hs = TestKey::hmac(&secret);
+    let var = secret_env("a-completely-different-secret-of-40-bytes");
+    let extra = format!("shared_secret_env: {var}");
+    let t = target_with("RS256, ES256, HS256", Some(&extra)).await;
+    let payload = t.claims().to_string();
+    for (form, secret) in rsa_public_forms(t.key_of("rsa1")) {
+        let hs = SigningKey::hmac(&secret);
         let header = json!({"alg": "HS256", "typ": "JWT", "kid": "rsa1"}).to_string();
         let token = mint_raw(&header, &payload, |i| hs.sign("HS256", i));
-        t.refused(
+        t.denied(
             Want::Invalid("bad_signature"),
             &format!("HS256 with the RSA key as {form}, HS256 allowed"),
             &token,
@@ -230,8 +180,8 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jku_and_x5u_are_never_fetched() {
-    let t = Target::start().await;
-    let attacker = TestKey::rsa_other("attacker");
+    let t = target().await;
+    let attacker = SigningKey::rsa_other("attacker");
     let attacker_issuer = Issuer::start(&[(&attacker, "RS256")]).await;
     let tripwire = Tripwire::start().await;
     let jku = attacker_issuer.jwks_url();
@@ -266,9 +216,9 @@ async fn jku_and_x5u_are_never_fetched() {
     ];
     for (extra, reason, what) in cases {
         let token = attacker.mint_with("RS256", extra, &c);
-        t.refused(Want::Invalid(reason), what, &token).await;
+        t.denied(Want::Invalid(reason), what, &token).await;
     }
-    t.control().await;
+    control(&t).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         attacker_issuer.jwks_hits(),
@@ -280,9 +230,9 @@ async fn jku_and_x5u_are_never_fetched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_jwk_and_x5c_are_never_trusted() {
-    let t = Target::start().await;
-    let attacker_ec = TestKey::p256("ec-attacker");
-    let attacker_rsa = TestKey::rsa_other("rsa-attacker");
+    let t = target().await;
+    let attacker_ec = SigningKey::p256("ec-attacker");
+    let attacker_rsa = SigningKey::rsa_other("rsa-attacker");
     let c = t.claims();
     let cert = STANDARD.encode(&t.gw.pki.ca_der);
     let cases = [
@@ -324,18 +274,17 @@ async fn embedded_jwk_and_x5c_are_never_trusted() {
     ];
     for (key, alg, extra, reason, what) in cases {
         let token = key.mint_with(alg, extra, &c);
-        t.refused(Want::Invalid(reason), what, &token).await;
+        t.denied(Want::Invalid(reason), what, &token).await;
     }
     // A trusted key's own JWK embedded changes nothing either way: the token still verifies
     // against the JWKS copy, because the embedded one is never read.
-    let token =
-        t.ec.mint_with("ES256", json!({"jwk": attacker_ec.jwk()}), &c);
+    let token = t.mint_with(json!({"jwk": attacker_ec.jwk()}), &c);
     assert_eq!(t.gw.get("/api/x", Some(&token)).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crit_header_is_refused() {
-    let t = Target::start().await;
+    let t = target().await;
     let c = t.claims();
     for crit in [
         json!(["exp"]),
@@ -351,21 +300,21 @@ async fn crit_header_is_refused() {
         // `null` is removed by mint_with; send it literally.
         let token = if crit.is_null() {
             let header = r#"{"alg":"ES256","kid":"ec1","crit":null}"#;
-            mint_raw(header, &c.to_string(), |i| t.ec.sign("ES256", i))
+            mint_raw(header, &c.to_string(), |i| t.sign(i))
         } else {
-            t.ec.mint_with("ES256", extra, &c)
+            t.mint_with(extra, &c)
         };
-        t.refused(Want::Invalid("malformed"), &format!("crit {crit}"), &token)
+        t.denied(Want::Invalid("malformed"), &format!("crit {crit}"), &token)
             .await;
     }
-    t.control().await;
+    control(&t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_members_are_refused() {
-    let t = Target::start().await;
-    let payload = t.payload();
-    let sign = |header: &str, payload: &str| mint_raw(header, payload, |i| t.ec.sign("ES256", i));
+    let t = target().await;
+    let payload = t.claims().to_string();
+    let sign = |header: &str, payload: &str| mint_raw(header, payload, |i| t.sign(i));
     let headers = [
         r#"{"alg":"ES256","kid":"ec1","kid":"ec1"}"#,
         r#"{"alg":"none","alg":"ES256","kid":"ec1"}"#,
@@ -375,7 +324,7 @@ async fn duplicate_members_are_refused() {
         r#"{"alg":"ES256","kid":"ec1","\u0061lg":"ES256"}"#,
     ];
     for header in headers {
-        t.refused(
+        t.denied(
             Want::Invalid("malformed"),
             &format!("header {header}"),
             &sign(header, &payload),
@@ -392,14 +341,14 @@ async fn duplicate_members_are_refused() {
         format!(r#"{{"s\u0075b":"admin",{body}"#),
     ];
     for payload in payloads {
-        t.refused(
+        t.denied(
             Want::Invalid("malformed"),
             &format!("payload {}", &payload[..40]),
             &sign(r#"{"alg":"ES256","kid":"ec1"}"#, &payload),
         )
         .await;
     }
-    t.control().await;
+    control(&t).await;
 }
 
 /// Changes the last character of an unpadded base64url text so that only its unused low bits
@@ -434,19 +383,19 @@ fn header_with_unused_bits(base: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_canonical_base64url_is_refused() {
-    let t = Target::start().await;
+    let t = target().await;
     let c = t.claims();
     let payload = c.to_string();
 
     // The signature: unused bits flipped, `=` padding, the standard alphabet.
-    let mut token = t.ec.mint("ES256", &c);
+    let mut token = t.mint(&c);
     while !token
         .rsplit_once('.')
         .expect("parts")
         .1
         .contains(['-', '_'])
     {
-        token = t.ec.mint("ES256", &c);
+        token = t.mint(&c);
     }
     let (input, sig) = token.rsplit_once('.').expect("parts");
     assert_eq!(sig.len() % 4, 2, "a 64-byte signature leaves unused bits");
@@ -473,7 +422,7 @@ async fn non_canonical_base64url_is_refused() {
         ),
     ];
     for (token, want, what) in variants {
-        t.refused(want, what, &token).await;
+        t.denied(want, what, &token).await;
     }
 
     // Header and payload spelled non-canonically and then *signed by the trusted key*: only
@@ -483,9 +432,9 @@ async fn non_canonical_base64url_is_refused() {
     let p = b64(&payload);
     let signed = |h: &str, p: &str| {
         let input = format!("{h}.{p}");
-        format!("{input}.{}", b64(t.ec.sign("ES256", input.as_bytes())))
+        format!("{input}.{}", b64(t.sign(input.as_bytes())))
     };
-    t.refused(
+    t.denied(
         Want::Invalid("malformed"),
         "header with unused bits set, validly signed",
         &signed(&flip_unused_bits(&h).expect("unused bits"), &p),
@@ -499,7 +448,7 @@ async fn non_canonical_base64url_is_refused() {
         }
     }
     let p2 = b64(padded_payload.to_string());
-    t.refused(
+    t.denied(
         Want::Invalid("malformed"),
         "payload with unused bits set, validly signed",
         &signed(&h, &flip_unused_bits(&p2).expect("unused bits")),
@@ -507,7 +456,7 @@ async fn non_canonical_base64url_is_refused() {
     .await;
     // `=` inside the token is not a b64token: the Authorization header itself is malformed.
     let pad = "=".repeat((4 - h.len() % 4) % 4);
-    t.refused(
+    t.denied(
         Want::BadRequest,
         "padded header, validly signed",
         &signed(&format!("{h}{pad}"), &p),
@@ -525,13 +474,13 @@ async fn non_canonical_base64url_is_refused() {
         }
         i += 1;
     };
-    t.refused(
+    t.denied(
         Want::Invalid("malformed"),
         "header in the standard alphabet, validly signed",
         &signed(&std_header, &p),
     )
     .await;
-    t.control().await;
+    control(&t).await;
 }
 
 /// DER `SEQUENCE { INTEGER r, INTEGER s }` from a fixed-width `r || s` signature.
@@ -559,9 +508,9 @@ fn ecdsa_der(fixed: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psychic_and_der_ecdsa_signatures_are_refused() {
-    let t = Target::start().await;
-    let p384 = TestKey::p384("ec384");
-    let payload = t.payload();
+    let t = target().await;
+    let p384 = SigningKey::p384("ec384");
+    let payload = t.claims().to_string();
     let header = r#"{"alg":"ES256","kid":"ec1"}"#;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (vec![0u8; 64], "psychic signature: r = s = 0"),
@@ -580,12 +529,11 @@ async fn psychic_and_der_ecdsa_signatures_are_refused() {
     ];
     for (sig, what) in cases {
         let token = mint_raw(header, &payload, |_| sig.clone());
-        t.refused(Want::Invalid("bad_signature"), what, &token)
-            .await;
+        t.denied(Want::Invalid("bad_signature"), what, &token).await;
     }
     // A genuine signature by the trusted key, carried as DER instead of r || s.
-    let token = mint_raw(header, &payload, |i| ecdsa_der(&t.ec.sign("ES256", i)));
-    t.refused(
+    let token = mint_raw(header, &payload, |i| ecdsa_der(&t.sign(i)));
+    t.denied(
         Want::Invalid("bad_signature"),
         "valid signature in DER form",
         &token,
@@ -597,7 +545,7 @@ async fn psychic_and_der_ecdsa_signatures_are_refused() {
         (1, "signature one byte short"),
     ] {
         let token = mint_raw(header, &payload, |i| {
-            let mut s = t.ec.sign("ES256", i);
+            let mut s = t.sign(i);
             if edit == 0 {
                 s.push(0);
             } else {
@@ -605,63 +553,62 @@ async fn psychic_and_der_ecdsa_signatures_are_refused() {
             }
             s
         });
-        t.refused(Want::Invalid("bad_signature"), what, &token)
-            .await;
+        t.denied(Want::Invalid("bad_signature"), what, &token).await;
     }
     // ES384 signature presented as ES256 under the P-256 kid.
     let token = mint_raw(header, &payload, |i| p384.sign("ES384", i));
-    t.refused(
+    t.denied(
         Want::Invalid("bad_signature"),
         "P-384 signature under ES256",
         &token,
     )
     .await;
-    t.control().await;
+    control(&t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_different_key_under_a_trusted_kid_is_refused() {
-    let t = Target::start().await;
+    let t = target().await;
     let c = t.claims();
-    t.refused(
+    t.denied(
         Want::Invalid("bad_signature"),
         "other RSA key, same kid",
-        &TestKey::rsa_other("rsa1").mint("RS256", &c),
+        &SigningKey::rsa_other("rsa1").mint("RS256", &c),
     )
     .await;
-    t.refused(
+    t.denied(
         Want::Invalid("bad_signature"),
         "other P-256 key, same kid",
-        &TestKey::p256("ec1").mint("ES256", &c),
+        &SigningKey::p256("ec1").mint("ES256", &c),
     )
     .await;
-    t.control().await;
+    control(&t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kid_used_with_the_wrong_key_family_is_refused() {
-    let t = Target::start().await;
+    let t = target().await;
     let c = t.claims();
     // ES256 (allowed by the provider) under the RSA key's kid.
-    t.refused(
+    t.denied(
         Want::Invalid("alg_not_allowed"),
         "ES256 under the RSA kid",
-        &TestKey::p256("rsa1").mint("ES256", &c),
+        &SigningKey::p256("rsa1").mint("ES256", &c),
     )
     .await;
     // RS256 under the EC key's kid.
-    t.refused(
+    t.denied(
         Want::Invalid("alg_not_allowed"),
         "RS256 under the EC kid",
-        &TestKey::rsa_other("ec1").mint("RS256", &c),
+        &SigningKey::rsa_other("ec1").mint("RS256", &c),
     )
     .await;
-    t.control().await;
+    control(&t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistyped_claims_are_refused() {
-    let t = Target::start().await;
+    let t = target().await;
     let now = crate::support::now();
     let cases: Vec<(&str, Value)> = vec![
         ("exp", json!((now + 3600).to_string())),
@@ -679,24 +626,22 @@ async fn mistyped_claims_are_refused() {
     for (claim, value) in cases {
         let mut c = t.claims();
         c[claim] = value.clone();
-        t.refused(
+        t.denied(
             Want::Invalid("malformed"),
             &format!("{claim} = {value}"),
-            &t.ec.mint("ES256", &c),
+            &t.mint(&c),
         )
         .await;
     }
     // A number beyond f64 is not a date either.
-    let body = t.payload();
+    let body = t.claims().to_string();
     let body = body.strip_prefix('{').expect("object");
     let payload = format!(
         r#"{{"zz":1,{}"#,
         body.replace(r#""exp":"#, r#""exp":1e999,"x":"#)
     );
-    let token = mint_raw(r#"{"alg":"ES256","kid":"ec1"}"#, &payload, |i| {
-        t.ec.sign("ES256", i)
-    });
-    t.refused(Want::Invalid("malformed"), "exp = 1e999", &token)
+    let token = mint_raw(r#"{"alg":"ES256","kid":"ec1"}"#, &payload, |i| t.sign(i));
+    t.denied(Want::Invalid("malformed"), "exp = 1e999", &token)
         .await;
-    t.control().await;
+    control(&t).await;
 }

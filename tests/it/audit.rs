@@ -9,45 +9,29 @@ use serde_json::{json, Value};
 
 use crate::support::keys::b64;
 use crate::support::process::{free_port, GatewayProcess};
-use crate::support::{claims, Issuer, TestKey, Upstream};
+use crate::support::yaml::{anonymous, protected, provider, server, Config};
+use crate::support::{claims, Issuer, SigningKey, Upstream};
 
 const HMAC_SECRET: &str = "audit-hmac-secret-6b1f0e2c9d8a7b6c5d4e3f2a1b0c";
 const ADMIN_SECRET: &str = "audit-admin-secret-0f1e2d3c4b5a69788796a5b4";
 
-fn yaml(port: u16, admin: u16, issuer: &Issuer, upstream: &Upstream) -> String {
-    format!(
-        r#"
-server:
-  listen: "127.0.0.1:{port}"
-  insecure_plaintext: true
-admin:
-  listen: "127.0.0.1:{admin}"
-  token_env: JWTGW_AUDIT_ADMIN
-log: {{ level: info, format: json }}
-providers:
-  - name: test
-    issuer: "{iss}"
-    jwks_url: "{jwks}"
-    allow_insecure_jwks_http: true
-    algorithms: [RS256, HS256]
-    shared_secret_env: JWTGW_AUDIT_HS
-    audiences: ["orders-api"]
-    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-        iss = issuer.iss(),
-        jwks = issuer.jwks_url(),
-        up = upstream.url(),
-    )
+/// The binary on `port` (admin on `admin`, its token in `JWTGW_AUDIT_ADMIN`) logging JSON; provider
+/// `test` takes RS256 from `issuer` and HS256 with the secret in `JWTGW_AUDIT_HS`; `/api` behind it
+/// forwards `sub`, `/public` is anonymous.
+fn audit_config(port: u16, admin: u16, issuer: &Issuer, upstream: &Upstream) -> Config {
+    let up = upstream.url();
+    Config::new()
+        .server(server().listen(port))
+        .admin(&format!("listen: \"127.0.0.1:{admin}\""))
+        .admin("token_env: JWTGW_AUDIT_ADMIN")
+        .section("log: { level: info, format: json }")
+        .provider(
+            provider(issuer)
+                .algorithms("RS256, HS256")
+                .line("shared_secret_env: JWTGW_AUDIT_HS"),
+        )
+        .route(protected("api", "/api", &up).forward("sub", "X-Auth-Subject"))
+        .route(anonymous("public", "/public", &up))
 }
 
 /// What one request should leave in the access log.
@@ -141,15 +125,15 @@ fn request_id(r: &reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_json_access_line_per_request_and_never_a_secret() {
-    let rsa = TestKey::rsa("audit-rsa");
-    let hmac = TestKey::hmac(HMAC_SECRET.as_bytes());
+    let rsa = SigningKey::rsa("audit-rsa");
+    let hmac = SigningKey::hmac(HMAC_SECRET.as_bytes());
     let issuer = Issuer::start(&[(&rsa, "RS256")]).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let mut gateway = GatewayProcess::spawn(
         dir.path(),
-        &yaml(port, admin, &issuer, &upstream),
+        &audit_config(port, admin, &issuer, &upstream).yaml(),
         &[
             ("JWTGW_AUDIT_HS", HMAC_SECRET),
             ("JWTGW_AUDIT_ADMIN", ADMIN_SECRET),

@@ -7,153 +7,14 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
 use crate::support::denials::decisions;
-use crate::support::keys::rand_suffix;
+use crate::support::yaml::{basic, every_rule, secret_env, server, Config};
 use crate::support::{
-    claims, expect_denied, now, raw_exchange, Issuer, TestGateway, TestKey, Upstream, Want,
+    expect_denied, now, raw_exchange, Backends, Issuer, Rig, SigningKey, Upstream, Want,
 };
-
-/// One provider `test` trusting `issuer`, and routes for each kind of rule:
-/// `/public` anonymous; `/api` needs role `orders.read` and forwards identity claims;
-/// `/scoped` needs scope `orders:read`; `/billing` narrows the audience to `billing-api`;
-/// `/fwd` forwards the Authorization header.
-pub fn auth_yaml(
-    issuer: &Issuer,
-    upstream: &Upstream,
-    algorithms: &str,
-    provider_extra: &str,
-    limits: &str,
-) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-  limits: {{ {limits} }}
-providers:
-  - name: test
-    issuer: "{iss}"
-    jwks_url: "{jwks}"
-    allow_insecure_jwks_http: true
-    algorithms: [{algorithms}]
-    audiences: ["orders-api", "billing-api"]
-    require_claims: [exp, iat, sub]
-    clock_skew: 30s
-    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
-{provider_extra}
-routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth:
-      providers: [test]
-      require:
-        - claim: realm_access.roles
-          any_of: [orders.read, admin]
-    forward:
-      claims:
-        sub: X-Auth-Subject
-        realm_access.roles: X-Auth-Roles
-        groups: X-Auth-Groups
-        n: X-Auth-N
-        flag: X-Auth-Flag
-        obj: X-Auth-Obj
-  - name: scoped
-    match: {{ path_prefix: /scoped }}
-    upstream: "{up}"
-    auth:
-      require:
-        - claim: scope
-          all_of: ["orders:read"]
-  - name: billing
-    match: {{ path_prefix: /billing }}
-    upstream: "{up}"
-    auth:
-      audience: billing-api
-  - name: fwd
-    match: {{ path_prefix: /fwd }}
-    upstream: "{up}"
-    auth:
-      providers: [test]
-    forward:
-      token: forward
-      claims:
-        sub: X-Auth-Subject
-"#,
-        iss = issuer.iss(),
-        jwks = issuer.jwks_url(),
-        up = upstream.url(),
-    )
-}
-
-struct Rig {
-    key: TestKey,
-    issuer: Issuer,
-    upstream: Upstream,
-    gw: TestGateway,
-}
-
-impl Rig {
-    async fn start(provider_extra: &str, limits: &str) -> Rig {
-        let key = TestKey::p256("k1");
-        let issuer = Issuer::start(&[(&key, "ES256")]).await;
-        let upstream = Upstream::start().await;
-        let gw = TestGateway::start(&auth_yaml(
-            &issuer,
-            &upstream,
-            "ES256",
-            provider_extra,
-            limits,
-        ))
-        .await;
-        Rig {
-            key,
-            issuer,
-            upstream,
-            gw,
-        }
-    }
-
-    fn claims(&self) -> Value {
-        claims(&self.issuer.iss(), "orders-api")
-    }
-
-    fn token(&self, claims: &Value) -> String {
-        self.key.mint("ES256", claims)
-    }
-
-    fn valid(&self) -> String {
-        self.token(&self.claims())
-    }
-
-    async fn denied(&self, route: &str, path: &str, want: Want, what: &str, token: &str) {
-        expect_denied(
-            &self.gw,
-            &self.upstream,
-            route,
-            want,
-            what,
-            self.gw.get(path, Some(token)),
-        )
-        .await;
-    }
-
-    async fn allowed(&self, path: &str, token: &str, what: &str) -> crate::support::Seen {
-        let before = self.upstream.requests();
-        let r = self.gw.get(path, Some(token)).await;
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "{what}: {body}");
-        assert_eq!(self.upstream.requests(), before + 1, "{what}");
-        self.upstream.last().expect("request seen upstream")
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_is_401_with_realm() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(every_rule).await;
     let gw = &rig.gw;
     expect_denied(
         gw,
@@ -177,7 +38,7 @@ async fn no_token_is_401_with_realm() {
         ),
     )
     .await;
-    let token = rig.valid();
+    let token = rig.token();
     for query in ["access_token", "token", "jwt"] {
         expect_denied(
             gw,
@@ -200,8 +61,8 @@ pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_scheme_is_case_insensitive() {
-    let rig = Rig::start("", "").await;
-    let token = rig.valid();
+    let rig = Rig::start(every_rule).await;
+    let token = rig.token();
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let r = rig
             .gw
@@ -218,9 +79,9 @@ async fn bearer_scheme_is_case_insensitive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_authorization_is_400_invalid_request() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(every_rule).await;
     let gw = &rig.gw;
-    let token = rig.valid();
+    let token = rig.token();
     // Leading and trailing whitespace is not part of a field value (RFC 9110 5.5), so it is
     // not a case here: the HTTP parser removes it before the gateway looks.
     let cases: Vec<(Vec<u8>, &str)> = vec![
@@ -269,9 +130,9 @@ async fn malformed_authorization_is_400_invalid_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_authorization_headers_are_400() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(every_rule).await;
     let gw = &rig.gw;
-    let token = rig.valid();
+    let token = rig.token();
     for second in [format!("Bearer {token}"), "Basic dXNlcjpwYXNz".to_string()] {
         let mut headers = HeaderMap::new();
         headers.append(
@@ -317,61 +178,42 @@ async fn two_authorization_headers_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_over_max_token_bytes_is_400() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let at_limit = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let backends = Backends::es256().await;
+    let at_limit = backends.token();
     let limit = at_limit.len();
-    let gw = TestGateway::start(&auth_yaml(
-        &issuer,
-        &upstream,
-        "ES256",
-        "",
-        &format!("max_token_bytes: {limit}"),
-    ))
-    .await;
-    let r = gw.get("/api/x", Some(&at_limit)).await;
+    let rig = backends
+        .gateway(|i, u| {
+            every_rule(i, u).server(server().limits(&format!("max_token_bytes: {limit}")))
+        })
+        .await;
+    let r = rig.gw.get("/api/x", Some(&at_limit)).await;
     assert_eq!(r.status(), 200, "a token of exactly max_token_bytes passes");
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let mut c = rig.claims();
     c["pad"] = json!("x".repeat(8));
-    let over = key.mint("ES256", &c);
+    let over = rig.mint(&c);
     assert!(over.len() > limit);
-    expect_denied(
-        &gw,
-        &upstream,
-        "api",
-        Want::BadRequest,
-        "token over max_token_bytes",
-        gw.get("/api/x", Some(&over)),
-    )
-    .await;
+    rig.denied(Want::BadRequest, "token over max_token_bytes", &over)
+        .await;
     // Far over the default limit too (8192), with a header well under max_header_bytes.
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let mut c = rig.claims();
     c["pad"] = json!("x".repeat(9000));
-    expect_denied(
-        &gw,
-        &upstream,
-        "api",
-        Want::BadRequest,
-        "token of 12 KB",
-        gw.get("/api/x", Some(&key.mint("ES256", &c))),
-    )
-    .await;
+    rig.denied(Want::BadRequest, "token of 12 KB", &rig.mint(&c))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_tokens_are_401_with_their_reason() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(every_rule).await;
     let iss = rig.issuer.iss();
     let now = now();
-    let valid = rig.valid();
+    let valid = rig.token();
 
     // Bad signature: the last signature byte changed (still canonical base64url).
     let (input, sig) = valid.rsplit_once('.').expect("three parts");
     let mut sig_bytes = base64_decode(sig);
     sig_bytes[10] ^= 0x01;
     let forged = format!("{input}.{}", crate::support::keys::b64(&sig_bytes));
-    rig.denied(
+    rig.denied_at(
         "api",
         "/api/x",
         Want::Invalid("bad_signature"),
@@ -381,8 +223,8 @@ async fn invalid_tokens_are_401_with_their_reason() {
     .await;
 
     // A kid the issuer does not publish, even after the refetch it triggers.
-    let stranger = TestKey::p256("not-published");
-    rig.denied(
+    let stranger = SigningKey::p256("not-published");
+    rig.denied_at(
         "api",
         "/api/x",
         Want::Invalid("unknown_kid"),
@@ -392,19 +234,19 @@ async fn invalid_tokens_are_401_with_their_reason() {
     .await;
 
     // RS256 is not in this provider's allow-list.
-    rig.denied(
+    rig.denied_at(
         "api",
         "/api/x",
         Want::Invalid("alg_not_allowed"),
         "alg not allowed",
-        &TestKey::rsa("k1").mint("RS256", &rig.claims()),
+        &SigningKey::rsa("k1").mint("RS256", &rig.claims()),
     )
     .await;
 
     let with = |edit: &dyn Fn(&mut Value)| {
         let mut c = rig.claims();
         edit(&mut c);
-        rig.token(&c)
+        rig.mint(&c)
     };
     let cases: Vec<(&str, &str, Want, String)> = vec![
         (
@@ -488,7 +330,7 @@ async fn invalid_tokens_are_401_with_their_reason() {
         } else {
             "api"
         };
-        rig.denied(route, path, want, what, &token).await;
+        rig.denied_at(route, path, want, what, &token).await;
     }
 
     // Inside clock_skew (30s) the same checks pass; audience via the route's narrower one.
@@ -513,11 +355,14 @@ async fn invalid_tokens_are_401_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_typ_mismatch_is_401() {
-    let rig = Rig::start(r#"    require_typ: "at+jwt""#, "").await;
+    let rig = Rig::start(|i, u| {
+        every_rule(i, u).edit_provider("test", |p| p.line(r#"require_typ: "at+jwt""#))
+    })
+    .await;
     let c = rig.claims();
     for typ in [json!("JWT"), json!("at+jwt+x"), json!(null)] {
-        let token = rig.key.mint_with("ES256", json!({ "typ": typ }), &c);
-        rig.denied(
+        let token = rig.mint_with(json!({ "typ": typ }), &c);
+        rig.denied_at(
             "api",
             "/api/x",
             Want::Invalid("malformed"),
@@ -527,41 +372,41 @@ async fn require_typ_mismatch_is_401() {
         .await;
     }
     for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
-        let token = rig.key.mint_with("ES256", json!({ "typ": typ }), &c);
+        let token = rig.mint_with(json!({ "typ": typ }), &c);
         rig.allowed("/api/x", &token, typ).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_token_lacking_role_or_scope_is_403() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(every_rule).await;
     let mut c = rig.claims();
     c["realm_access"] = json!({"roles": ["user"]});
-    rig.denied(
+    rig.denied_at(
         "api",
         "/api/x",
         Want::Forbidden,
         "role missing",
-        &rig.token(&c),
+        &rig.mint(&c),
     )
     .await;
     c["realm_access"] = json!({"roles": "orders.read.all"});
-    rig.denied(
+    rig.denied_at(
         "api",
         "/api/x",
         Want::Forbidden,
         "role as a longer word",
-        &rig.token(&c),
+        &rig.mint(&c),
     )
     .await;
     let mut c = rig.claims();
     c.as_object_mut().expect("object").remove("realm_access");
-    rig.denied(
+    rig.denied_at(
         "api",
         "/api/x",
         Want::Forbidden,
         "roles claim absent",
-        &rig.token(&c),
+        &rig.mint(&c),
     )
     .await;
 
@@ -574,12 +419,12 @@ async fn valid_token_lacking_role_or_scope_is_403() {
     ] {
         let mut c = rig.claims();
         c["scope"] = scope.clone();
-        rig.denied(
+        rig.denied_at(
             "scoped",
             "/scoped/x",
             Want::Forbidden,
             &format!("scope {scope}"),
-            &rig.token(&c),
+            &rig.mint(&c),
         )
         .await;
     }
@@ -590,29 +435,23 @@ async fn valid_token_lacking_role_or_scope_is_403() {
     ] {
         let mut c = rig.claims();
         c["scope"] = scope.clone();
-        rig.allowed("/scoped/x", &rig.token(&c), &format!("scope {scope}"))
+        rig.allowed("/scoped/x", &rig.mint(&c), &format!("scope {scope}"))
             .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_unavailable_is_503_with_retry_after() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    issuer.set_status(500);
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
-    expect_denied(
-        &gw,
-        &upstream,
-        "api",
+    let backends = Backends::es256().await;
+    backends.issuer.set_status(500);
+    let rig = backends.gateway(every_rule).await;
+    rig.denied(
         Want::Unavailable,
         "JWKS down before any key was had",
-        gw.get("/api/x", Some(&token)),
+        &rig.token(),
     )
     .await;
-    let (status, _) = gw.admin_get("/readyz").await;
+    let (status, _) = rig.gw.admin_get("/readyz").await;
     assert_eq!(status, 503);
 }
 
@@ -628,44 +467,43 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef01234567
 
 /// One key per algorithm family, HMAC over `SECRET` included.
 struct EveryFamily {
-    rsa: TestKey,
-    p256: TestKey,
-    p384: TestKey,
-    ed: TestKey,
-    hmac: TestKey,
+    rsa: SigningKey,
+    p256: SigningKey,
+    p384: SigningKey,
+    ed: SigningKey,
+    hmac: SigningKey,
 }
 
 impl EveryFamily {
     fn new() -> EveryFamily {
         EveryFamily {
-            rsa: TestKey::rsa("rsa"),
-            p256: TestKey::p256("ec256"),
-            p384: TestKey::p384("ec384"),
-            ed: TestKey::ed25519("ed"),
-            hmac: TestKey::hmac(SECRET),
+            rsa: SigningKey::rsa("rsa"),
+            p256: SigningKey::p256("ec256"),
+            p384: SigningKey::p384("ec384"),
+            ed: SigningKey::ed25519("ed"),
+            hmac: SigningKey::hmac(SECRET),
         }
     }
 
-    /// An issuer whose JWKS holds the RSA key without `alg` (so it serves RS* and PS*) and
-    /// the others bound to their algorithm.
-    async fn issuer(&self) -> Issuer {
-        let bound = |key: &TestKey, alg: &str| {
-            let mut jwk = key.jwk();
-            jwk["alg"] = json!(alg);
-            jwk
-        };
-        let issuer = Issuer::start(&[]).await;
-        issuer.set_jwks(json!({ "keys": [
-            self.rsa.jwk(),
-            bound(&self.p256, "ES256"),
-            bound(&self.p384, "ES384"),
-            bound(&self.ed, "EdDSA"),
-        ] }));
-        issuer
+    /// An issuer and upstream; the JWKS holds the RSA key without `alg` (so it serves RS* and
+    /// PS*) and the others bound to their algorithm.
+    async fn backends(&self) -> Backends {
+        let backends = Backends::start(&[]).await;
+        let mut jwks = Issuer::jwks_of(&[
+            (&self.p256, "ES256"),
+            (&self.p384, "ES384"),
+            (&self.ed, "EdDSA"),
+        ]);
+        jwks["keys"]
+            .as_array_mut()
+            .expect("keys")
+            .insert(0, self.rsa.jwk());
+        backends.issuer.set_jwks(jwks);
+        backends
     }
 
     /// Every algorithm the gateway implements, with the key that signs it.
-    fn signers(&self) -> [(&TestKey, &'static str); 12] {
+    fn signers(&self) -> [(&SigningKey, &'static str); 12] {
         [
             (&self.rsa, "RS256"),
             (&self.rsa, "RS384"),
@@ -686,36 +524,33 @@ impl EveryFamily {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_accepted_when_allowed() {
     let keys = EveryFamily::new();
-    let issuer = keys.issuer().await;
-    let upstream = Upstream::start().await;
-    let var = format!("JWTGW_TEST_HS_{}", rand_suffix().replace(['-', '_'], "X"));
-    std::env::set_var(&var, std::str::from_utf8(SECRET).expect("ASCII secret"));
-    let gw = TestGateway::start(&auth_yaml(
-        &issuer,
-        &upstream,
-        "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512",
-        &format!("    shared_secret_env: {var}"),
-        "",
-    ))
-    .await;
-    let c = claims(&issuer.iss(), "orders-api");
+    let var = secret_env(std::str::from_utf8(SECRET).expect("ASCII secret"));
+    let rig = keys
+        .backends()
+        .await
+        .gateway(|i, u| {
+            every_rule(i, u).edit_provider("test", |p| {
+                p.algorithms(
+                    "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512",
+                )
+                .line(&format!("shared_secret_env: {var}"))
+            })
+        })
+        .await;
     for (i, (key, alg)) in keys.signers().iter().enumerate() {
-        let r = gw.get("/api/x", Some(&key.mint(alg, &c))).await;
+        let r = rig.gw.get("/api/x", Some(&rig.token_of(key, alg))).await;
         let status = r.status();
         assert_eq!(status, 200, "{alg}: {}", r.text().await.unwrap_or_default());
-        assert_eq!(upstream.requests(), i + 1);
+        assert_eq!(rig.upstream.requests(), i + 1);
     }
-    assert_eq!(decisions(&gw, "allow", "ok", "api").await, 12.0);
+    assert_eq!(decisions(&rig.gw, "allow", "ok", "api").await, 12.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
     let keys = EveryFamily::new();
-    let issuer = keys.issuer().await;
-    let upstream = Upstream::start().await;
     // Only ES256, and no shared secret: every other algorithm is refused before any key is tried.
-    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
-    let c = claims(&issuer.iss(), "orders-api");
+    let rig = keys.backends().await.gateway(every_rule).await;
     let refused: Vec<_> = keys
         .signers()
         .into_iter()
@@ -723,32 +558,29 @@ async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
         .collect();
     assert_eq!(refused.len(), 11);
     for (key, alg) in refused {
-        expect_denied(
-            &gw,
-            &upstream,
-            "api",
+        rig.denied(
             Want::Invalid("alg_not_allowed"),
             alg,
-            gw.get("/api/x", Some(&key.mint(alg, &c))),
+            &rig.token_of(key, alg),
         )
         .await;
     }
-    let r = gw.get("/api/x", Some(&keys.p256.mint("ES256", &c))).await;
-    assert_eq!(r.status(), 200, "the allowed algorithm still works");
+    assert_eq!(
+        rig.status(&rig.token_of(&keys.p256, "ES256")).await,
+        200,
+        "the allowed algorithm still works"
+    );
 
     // The same family is not enough: a provider of RS256 refuses PS256 and RS512 from its key.
-    let upstream2 = Upstream::start().await;
-    let issuer2 = Issuer::start(&[(&keys.rsa, "RS256")]).await;
-    let gw2 = TestGateway::start(&auth_yaml(&issuer2, &upstream2, "RS256", "", "")).await;
-    let c2 = claims(&issuer2.iss(), "orders-api");
+    let rig2 = Rig::with_keys(&[(&keys.rsa, "RS256")], |i, u| {
+        every_rule(i, u).edit_provider("test", |p| p.algorithms("RS256"))
+    })
+    .await;
     for alg in ["PS256", "RS512"] {
-        expect_denied(
-            &gw2,
-            &upstream2,
-            "api",
+        rig2.denied(
             Want::Invalid("alg_not_allowed"),
             alg,
-            gw2.get("/api/x", Some(&keys.rsa.mint(alg, &c2))),
+            &rig2.token_of(&keys.rsa, alg),
         )
         .await;
     }
@@ -756,24 +588,29 @@ async fn every_algorithm_is_refused_when_not_in_the_allow_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hs_secret_under_32_bytes_is_refused_by_config() {
-    let issuer = Issuer::start(&[]).await;
-    let upstream = Upstream::start().await;
-    let var = format!(
-        "JWTGW_TEST_HS_SHORT_{}",
-        rand_suffix().replace(['-', '_'], "X")
-    );
-    std::env::set_var(&var, "x".repeat(31));
-    let err = TestGateway::try_start(&auth_yaml(
-        &issuer,
-        &upstream,
-        "HS256",
-        &format!("    shared_secret_env: {var}"),
-        "",
-    ))
-    .await
-    .err()
-    .expect("a 31-byte secret is refused");
+    let err = refusal_with_secret(every_rule, "HS256", 31).await;
     assert!(err.contains("shared_secret_env"), "{err}");
+}
+
+/// Why the gateway will not start on `shape` with provider `test` allowing only `alg` and a
+/// shared secret of `len` bytes.
+async fn refusal_with_secret(
+    shape: fn(&Issuer, &Upstream) -> Config,
+    alg: &str,
+    len: usize,
+) -> String {
+    let var = secret_env(&"x".repeat(len));
+    let started = Backends::start(&[])
+        .await
+        .try_gateway(|i, u| {
+            shape(i, u).edit_provider("test", |p| {
+                p.algorithms(alg).line(&format!("shared_secret_env: {var}"))
+            })
+        })
+        .await;
+    started
+        .err()
+        .unwrap_or_else(|| panic!("a {len}-byte secret for {alg} is refused"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -781,14 +618,14 @@ async fn hs_secret_under_32_bytes_is_refused_by_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_are_rendered_into_headers() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(every_rule).await;
     let mut c = rig.claims();
     c["groups"] = json!(["eng", "ops"]);
     c["n"] = json!(42);
     c["flag"] = json!(true);
     c["obj"] = json!({"a": 1, "b": ["x", "y"], "c": {"d": null}});
     c["sub"] = json!("José, Jr.");
-    let seen = rig.allowed("/api/x", &rig.token(&c), "claims").await;
+    let seen = rig.allowed("/api/x", &rig.mint(&c), "claims").await;
     let h = |name: &str| {
         let all: Vec<&str> = seen
             .headers
@@ -822,7 +659,7 @@ async fn claims_are_rendered_into_headers() {
         .gw
         .client()
         .get(rig.gw.url("/api/x"))
-        .bearer_auth(rig.token(&c))
+        .bearer_auth(rig.mint(&c))
         .header("X-Auth-Groups", "admins")
         .header("X-Auth-Subject", "mallory")
         .send()
@@ -842,7 +679,7 @@ async fn claims_are_rendered_into_headers() {
         let mut c = rig.claims();
         c["groups"] = value.clone();
         let seen = rig
-            .allowed("/api/x", &rig.token(&c), &value.to_string())
+            .allowed("/api/x", &rig.mint(&c), &value.to_string())
             .await;
         assert_eq!(seen.headers["x-auth-groups"], rendered, "{value}");
     }
@@ -853,7 +690,7 @@ async fn claims_are_rendered_into_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrepresentable_claims_deny_as_malformed() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(every_rule).await;
     let cases: Vec<(&str, &str, Value)> = vec![
         (
             "groups",
@@ -884,12 +721,12 @@ async fn unrepresentable_claims_deny_as_malformed() {
     for (claim, what, value) in cases {
         let mut c = rig.claims();
         c[claim] = value;
-        rig.denied(
+        rig.denied_at(
             "api",
             "/api/x",
             Want::Invalid("malformed"),
             what,
-            &rig.token(&c),
+            &rig.mint(&c),
         )
         .await;
     }
@@ -897,8 +734,8 @@ async fn unrepresentable_claims_deny_as_malformed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_token_keeps_authorization_and_strip_removes_it() {
-    let rig = Rig::start("", "").await;
-    let token = rig.valid();
+    let rig = Rig::start(every_rule).await;
+    let token = rig.token();
     let seen = rig.allowed("/fwd/x", &token, "forward").await;
     assert_eq!(
         seen.headers["authorization"].to_str().expect("ASCII"),
@@ -911,7 +748,7 @@ async fn forward_token_keeps_authorization_and_strip_removes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_headers_are_removed_on_anonymous_routes() {
-    let rig = Rig::start("", "").await;
+    let rig = Rig::start(every_rule).await;
     let r = rig
         .gw
         .client()
@@ -930,7 +767,7 @@ async fn identity_headers_are_removed_on_anonymous_routes() {
     }
     assert_eq!(seen.headers["x-unrelated"], "kept");
     // An anonymous route with a token: the token is not looked at, nothing is injected.
-    let r = rig.gw.get("/public/x", Some(&rig.valid())).await;
+    let r = rig.gw.get("/public/x", Some(&rig.token())).await;
     assert_eq!(r.status(), 200);
     assert!(rig
         .upstream
@@ -943,17 +780,7 @@ async fn identity_headers_are_removed_on_anonymous_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hs512_needs_a_secret_as_long_as_its_hash() {
-    let issuer = Issuer::start(&[]).await;
-    let upstream = Upstream::start().await;
-    let var = format!("JWT_GATEWAY_TEST_HS512_{}", std::process::id());
-    std::env::set_var(&var, "x".repeat(48));
-    let yaml = crate::support::basic_yaml(&issuer, &upstream, "HS512").replace(
-        "    jwks_url:",
-        &format!("    shared_secret_env: {var}\n    jwks_url:"),
-    );
-    let err = TestGateway::try_start(&yaml)
-        .await
-        .err()
-        .expect("48 bytes are too short for HS512");
+    // 48 bytes are too short for HS512.
+    let err = refusal_with_secret(basic, "HS512", 48).await;
     assert!(err.contains("needs at least 64"), "{err}");
 }

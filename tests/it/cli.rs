@@ -6,7 +6,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::process::{free_port, GatewayProcess, BIN};
-use crate::support::{basic_yaml, claims, test_provider_yaml, Issuer, Pki, TestKey, Upstream};
+use crate::support::yaml::{anonymous, basic, protected, provider, server, Config};
+use crate::support::{claims, Issuer, Pki, SigningKey, Upstream};
 
 /// Runs the binary to completion off the async runtime (servers in this process keep serving).
 async fn gateway_cmd(args: &[&str]) -> Output {
@@ -158,25 +159,15 @@ routes:
 }
 
 fn explain_yaml(issuer: &Issuer) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-providers:
-{provider}routes:
-  - name: orders
-    match: {{ host: api.example.com, path_prefix: /orders }}
-    upstream: "http://127.0.0.1:9"
-    auth:
-      providers: [test]
-      require:
-        - claim: realm_access.roles
-          any_of: [orders.read]
-    forward:
-      claims: {{ sub: X-Auth-Subject }}
-"#,
-        provider = test_provider_yaml(issuer, "ES256"),
-    )
+    Config::new()
+        .provider(provider(issuer))
+        .route(
+            protected("orders", "/orders", "http://127.0.0.1:9")
+                .host("api.example.com")
+                .require_any("realm_access.roles", &["orders.read"])
+                .forward("sub", "X-Auth-Subject"),
+        )
+        .yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,13 +186,19 @@ async fn check_reads_the_tls_files_the_way_run_will() {
         "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
     );
     write("empty.crt", "");
-    let routes = "routes:\n  - name: r\n    match: {path_prefix: /}\n    upstream: http://127.0.0.1:9\n    auth: anonymous\n";
     let public = |cert: &str, key: &str| {
-        format!("server:\n  listen: 127.0.0.1:0\n  tls: {{cert_file: {cert}, key_file: {key}}}\n{routes}")
+        Config::new()
+            .server(server().listen(0).tls_files(cert, key))
+            .route(anonymous("r", "/", "http://127.0.0.1:9"))
+            .yaml()
     };
     // The admin listener's pair is read by the same loader and reported under its own path.
     let admin = |cert: &str, key: &str| {
-        format!("server:\n  listen: 127.0.0.1:0\n  insecure_plaintext: true\nadmin:\n  tls: {{cert_file: {cert}, key_file: {key}}}\n{routes}")
+        Config::new()
+            .server(server().listen(0))
+            .admin(&format!("tls: {{ cert_file: {cert}, key_file: {key} }}"))
+            .route(anonymous("r", "/", "http://127.0.0.1:9"))
+            .yaml()
     };
     // (cert, key, exit code, text that must appear)
     let cases = [
@@ -254,7 +251,7 @@ async fn check_reads_the_tls_files_the_way_run_will() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_request_explains_the_decision_without_the_signature() {
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "gateway.yaml", &explain_yaml(&issuer));
@@ -307,7 +304,7 @@ async fn check_request_explains_the_decision_without_the_signature() {
     assert!(forbidden.contains("[FAIL]"), "{forbidden}");
     assert!(forbidden.contains("result: 403"), "{forbidden}");
 
-    let other_key = TestKey::p256("k1");
+    let other_key = SigningKey::p256("k1");
     let bad_sig = explain(other_key.mint("ES256", &claims(&issuer.iss(), "orders-api"))).await;
     assert!(
         bad_sig.contains("[FAIL] authenticate: bad_signature"),
@@ -330,22 +327,13 @@ async fn check_request_explains_the_decision_without_the_signature() {
     );
 }
 
-fn run_yaml(port: u16, admin: u16, upstream: &str) -> String {
-    format!(
-        r#"
-server:
-  listen: "127.0.0.1:{port}"
-  insecure_plaintext: true
-admin:
-  listen: "127.0.0.1:{admin}"
-log: {{ level: warn, format: text }}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: "{upstream}"
-    auth: anonymous
-"#
-    )
+/// The binary on `port` (admin on `admin`), logging warnings as text, every path to `upstream`.
+fn run_config(port: u16, admin: u16, upstream: &str) -> Config {
+    Config::new()
+        .server(server().listen(port))
+        .admin(&format!("listen: \"127.0.0.1:{admin}\""))
+        .section("log: { level: warn, format: text }")
+        .route(anonymous("all", "/", upstream))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +344,7 @@ async fn run_on_a_port_in_use_exits_2_with_one_sentence() {
     let config = write_config(
         dir.path(),
         "gateway.yaml",
-        &run_yaml(port, free_port(), "http://127.0.0.1:9"),
+        &run_config(port, free_port(), "http://127.0.0.1:9").yaml(),
     );
     let out = gateway_cmd(&["run", "-c", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -376,20 +364,9 @@ async fn run_on_a_port_in_use_exits_2_with_one_sentence() {
     let config = write_config(
         dir.path(),
         "tls.yaml",
-        &format!(
-            r#"
-server:
-  listen: "127.0.0.1:{port}"
-  tls: {{ cert_file: missing.crt, key_file: missing.key }}
-admin:
-  listen: "127.0.0.1:{admin}"
-log: {{ level: warn, format: text }}
-routes:
-  - {{ name: all, match: {{ path_prefix: / }}, upstream: "http://127.0.0.1:9", auth: anonymous }}
-"#,
-            port = free_port(),
-            admin = free_port()
-        ),
+        &run_config(free_port(), free_port(), "http://127.0.0.1:9")
+            .edit_server(|s| s.tls_files("missing.crt", "missing.key"))
+            .yaml(),
     );
     let out = gateway_cmd(&["run", "-c", config.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -404,8 +381,11 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
-    let mut gateway =
-        GatewayProcess::spawn(dir.path(), &run_yaml(port, admin, &upstream.url()), &[]);
+    let mut gateway = GatewayProcess::spawn(
+        dir.path(),
+        &run_config(port, admin, &upstream.url()).yaml(),
+        &[],
+    );
     gateway.wait_until_ok(admin, "/healthz").await;
 
     let client = reqwest::Client::builder()
@@ -466,19 +446,17 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 /// one: the same binary, confined by `taskset`, must still fetch keys, validate, reload and drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_one_cpu_the_gateway_validates_reloads_and_drains() {
-    let key = TestKey::rsa("one-cpu");
+    let key = SigningKey::rsa("one-cpu");
     let issuer = Issuer::start(&[(&key, "RS256")]).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
-    let yaml = |extra_route: &str| {
-        let listen = format!("server:\n  listen: \"127.0.0.1:{port}\"\n");
-        format!(
-            "{}{extra_route}admin:\n  listen: \"127.0.0.1:{admin}\"\nlog: {{ level: info, format: text }}\n",
-            basic_yaml(&issuer, &upstream, "RS256").replacen("server:\n", &listen, 1)
-        )
-    };
-    let mut gateway = GatewayProcess::spawn_on_one_cpu(dir.path(), &yaml(""), &[]);
+    let config = basic(&issuer, &upstream)
+        .edit_provider("test", |p| p.algorithms("RS256"))
+        .server(server().listen(port))
+        .admin(&format!("listen: \"127.0.0.1:{admin}\""))
+        .section("log: { level: info, format: text }");
+    let mut gateway = GatewayProcess::spawn_on_one_cpu(dir.path(), &config.yaml(), &[]);
     gateway.wait_until_ok(admin, "/readyz").await;
     assert!(
         gateway.log().contains("scheduler=CurrentThread workers=1"),
@@ -511,11 +489,8 @@ async fn on_one_cpu_the_gateway_validates_reloads_and_drains() {
     );
     assert_eq!(get("/extra/x", None).await, 404);
 
-    let extra = format!(
-        "  - name: extra\n    match: {{ path_prefix: /extra }}\n    upstream: \"{}\"\n    auth: anonymous\n",
-        upstream.url()
-    );
-    std::fs::write(dir.path().join("gateway.yaml"), yaml(&extra)).unwrap();
+    let extra = config.route(anonymous("extra", "/extra", &upstream.url()));
+    std::fs::write(dir.path().join("gateway.yaml"), extra.yaml()).unwrap();
     gateway.sighup();
     let mut reloaded = false;
     for _ in 0..100 {
@@ -539,30 +514,19 @@ async fn on_one_cpu_the_gateway_validates_reloads_and_drains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_add_token_and_list_use_the_admin_token() {
     const SECRET: &str = "cli-admin-secret-0123456789abcdef";
-    let key = TestKey::p256("k1");
+    let key = SigningKey::p256("k1");
     let issuer = Issuer::start(&[(&key, "ES256")]).await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-server:
-  listen: "127.0.0.1:{port}"
-  insecure_plaintext: true
-admin:
-  listen: "127.0.0.1:{admin}"
-  token_env: CLI_TEST_ADMIN_TOKEN
-log: {{ level: debug, format: text }}
-providers:
-{provider}routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-"#,
-        provider = test_provider_yaml(&issuer, "ES256"),
-        up = upstream.url(),
-    );
+    let yaml = Config::new()
+        .server(server().listen(port))
+        .admin(&format!("listen: \"127.0.0.1:{admin}\""))
+        .admin("token_env: CLI_TEST_ADMIN_TOKEN")
+        .section("log: { level: debug, format: text }")
+        .provider(provider(&issuer))
+        .route(protected("api", "/api", &upstream.url()))
+        .yaml();
     let gateway = GatewayProcess::spawn(dir.path(), &yaml, &[("CLI_TEST_ADMIN_TOKEN", SECRET)]);
     gateway.wait_until_ok(admin, "/healthz").await;
     let config = dir.path().join("gateway.yaml");
@@ -608,7 +572,7 @@ providers:
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("jti"), "{}", text(&out.stderr));
-    let forged = TestKey::p256("k1").mint("ES256", &c);
+    let forged = SigningKey::p256("k1").mint("ES256", &c);
     let out = revoke(&["add", "--token", &forged], Some(SECRET), None)
         .await
         .unwrap();

@@ -11,45 +11,43 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::proxy::websocket::{echo_round_trip, handshake, upgrade};
-use crate::proxy::{es256_issuer, providers_yaml, public_and_api_routes, raw, RawResponse};
+use crate::proxy::{raw, RawResponse};
 use crate::support::real_upstreams::{RealUpstream, Resolved};
-use crate::support::{claims, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::yaml::{anonymous, protected, provider, server, Config, Route, Server};
+use crate::support::{Rig, Upstream};
 
 /// The challenge of a protected route asked without a token.
 const NO_TOKEN_CHALLENGE: &str = r#"Bearer realm="jwt-gateway""#;
 
-/// The gateway with one provider (`test`, see `providers_yaml`) and a key to mint its tokens.
+/// The gateway with one provider (`test`, see `support::yaml::provider`) in front of the real
+/// servers its routes name (the rig's own echo upstream stays idle), and its tokens.
 struct Stack {
-    gw: TestGateway,
-    issuer: Issuer,
-    key: TestKey,
+    rig: Rig,
 }
 
 impl Stack {
-    /// `server` lines go under `server:` (after `insecure_plaintext: true`), `routes` under
-    /// `routes:`; both are indented YAML text.
-    async fn start(server: &str, routes: &str) -> Stack {
-        let (issuer, key) = es256_issuer().await;
-        let gw = TestGateway::start(&format!(
-            "server:\n  insecure_plaintext: true\n{server}\n{providers}routes:\n{routes}",
-            providers = providers_yaml(&issuer),
-        ))
+    /// `server` plaintext with the lines under test, and `routes` in matching order.
+    async fn start(server: Server, routes: Vec<Route>) -> Stack {
+        let rig = Rig::start(|issuer, _| {
+            let config = Config::new().server(server).provider(provider(issuer));
+            routes.into_iter().fold(config, Config::route)
+        })
         .await;
-        Stack { gw, issuer, key }
+        Stack { rig }
     }
 
     /// A valid token for `alice` with realm roles `roles`.
     fn token(&self, roles: &[&str]) -> String {
-        let mut c = claims(&self.issuer.iss(), "orders-api");
+        let mut c = self.rig.claims();
         c["realm_access"]["roles"] = serde_json::json!(roles);
-        self.key.mint("ES256", &c)
+        self.rig.mint(&c)
     }
 
     /// A valid token without `sub`: a route forwarding `sub` has no value to inject.
     fn token_without_sub(&self) -> String {
-        let mut c = claims(&self.issuer.iss(), "orders-api");
+        let mut c = self.rig.claims();
         c.as_object_mut().expect("claims object").remove("sub");
-        self.key.mint("ES256", &c)
+        self.rig.mint(&c)
     }
 
     /// Sends `request` and asserts the gateway answered `status` itself: `upstream` recorded
@@ -62,7 +60,7 @@ impl Stack {
         what: &str,
     ) -> RawResponse {
         let before = upstream.requests();
-        let r = raw(self.gw.addr, request).await;
+        let r = raw(self.rig.gw.addr, request).await;
         assert_eq!(r.status, status, "{what}: {r:?}");
         assert_eq!(
             upstream.requests(),
@@ -76,7 +74,7 @@ impl Stack {
     /// what the upstream resolved.
     async fn forwarded(&self, upstream: &RealUpstream, request: &str, what: &str) -> Resolved {
         let before = upstream.requests();
-        let r = raw(self.gw.addr, request).await;
+        let r = raw(self.rig.gw.addr, request).await;
         assert_eq!(r.status, 200, "{what}: {r:?}");
         let mut seen = upstream.seen();
         assert_eq!(seen.len(), before + 1, "{what}: one request upstream");
@@ -95,23 +93,13 @@ fn bearer(token: &str) -> String {
 
 /// A guarded `/admin` (a token with role `admin`; forwards `sub` as `X-Auth-Subject`) and an
 /// anonymous catch-all, both to `upstream`: the shape of config the issue's bypasses walk around.
-fn admin_and_catch_all(upstream: &str) -> String {
-    format!(
-        r#"  - name: admin
-    match: {{ path_prefix: /admin }}
-    upstream: "{upstream}"
-    auth:
-      providers: [test]
-      require:
-        - claim: realm_access.roles
-          any_of: [admin]
-    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
-  - name: open
-    match: {{ path_prefix: / }}
-    upstream: "{upstream}"
-    auth: anonymous
-"#
-    )
+fn admin_and_catch_all(upstream: &str) -> Vec<Route> {
+    vec![
+        protected("admin", "/admin", upstream)
+            .require_any("realm_access.roles", &["admin"])
+            .forward("sub", "X-Auth-Subject"),
+        anonymous("open", "/", upstream),
+    ]
 }
 
 /// Paths drawn from the hostile alphabet (`/`, `.`, `;`, `%`, case, `\`) around `/admin`.
@@ -223,7 +211,7 @@ async fn each_real_upstream_serves_the_bypasses_when_nothing_stands_in_front() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_slashes_are_judged_and_forwarded_as_nginx_resolves_them() {
     let nginx = RealUpstream::nginx();
-    let stack = Stack::start("", &admin_and_catch_all(&nginx.url())).await;
+    let stack = Stack::start(server(), admin_and_catch_all(&nginx.url())).await;
     let token = stack.token(&["admin"]);
     let host = "api.example.com";
     let cases = [
@@ -265,8 +253,8 @@ async fn merged_slashes_are_judged_and_forwarded_as_nginx_resolves_them() {
 async fn unmerged_slashes_are_refused_before_nginx_sees_them() {
     let nginx = RealUpstream::nginx();
     let stack = Stack::start(
-        "  path: { merge_slashes: false }",
-        &admin_and_catch_all(&nginx.url()),
+        server().line("path: { merge_slashes: false }"),
+        admin_and_catch_all(&nginx.url()),
     )
     .await;
     let token = stack.token(&["admin"]);
@@ -310,14 +298,14 @@ async fn no_hostile_path_reaches_the_nginx_admin_location_anonymously() {
     let nginx = RealUpstream::nginx();
     for case_insensitive in [false, true] {
         let stack = Stack::start(
-            &format!("  path: {{ case_insensitive: {case_insensitive} }}"),
-            &admin_and_catch_all(&nginx.url()),
+            server().line(&format!("path: {{ case_insensitive: {case_insensitive} }}")),
+            admin_and_catch_all(&nginx.url()),
         )
         .await;
         let mut failures = Vec::new();
         for target in HOSTILE_ADMIN_PATHS {
             let before = nginx.requests();
-            let r = raw(stack.gw.addr, get(target, "api.example.com", "")).await;
+            let r = raw(stack.rig.gw.addr, get(target, "api.example.com", "")).await;
             let seen = nginx.seen();
             let reached: Vec<&Resolved> = seen[before..].iter().collect();
             let ok = match (r.status, reached.as_slice()) {
@@ -345,7 +333,7 @@ async fn no_hostile_path_reaches_the_nginx_admin_location_anonymously() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_variants_of_a_guarded_prefix_are_refused_by_default() {
     let nginx = RealUpstream::nginx();
-    let stack = Stack::start("", &admin_and_catch_all(&nginx.url())).await;
+    let stack = Stack::start(server(), admin_and_catch_all(&nginx.url())).await;
     for target in ["/ADMIN", "/Admin/x", "/aDmIn;x", "//ADMIN"] {
         let r = stack
             .refused(&nginx, &get(target, "api.example.com", ""), 400, target)
@@ -367,8 +355,8 @@ async fn case_variants_of_a_guarded_prefix_are_refused_by_default() {
 async fn case_variants_are_judged_by_the_guarded_route_when_case_insensitive() {
     let nginx = RealUpstream::nginx();
     let stack = Stack::start(
-        "  path: { case_insensitive: true }",
-        &admin_and_catch_all(&nginx.url()),
+        server().line("path: { case_insensitive: true }"),
+        admin_and_catch_all(&nginx.url()),
     )
     .await;
     let token = bearer(&stack.token(&["admin"]));
@@ -394,19 +382,11 @@ async fn case_variants_are_judged_by_the_guarded_route_when_case_insensitive() {
 
 /// `path_prefix: /secure/`, written with the trailing `/` the gateway trims at load (a token;
 /// forwards `sub` as `X-Auth-Subject`), and an anonymous catch-all, both to `upstream`.
-fn secure_and_catch_all(upstream: &str) -> String {
-    format!(
-        r#"  - name: secure
-    match: {{ path_prefix: /secure/ }}
-    upstream: "{upstream}"
-    auth: {{ providers: [test] }}
-    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
-  - name: open
-    match: {{ path_prefix: / }}
-    upstream: "{upstream}"
-    auth: anonymous
-"#
-    )
+fn secure_and_catch_all(upstream: &str) -> Vec<Route> {
+    vec![
+        protected("secure", "/secure/", upstream).forward("sub", "X-Auth-Subject"),
+        anonymous("open", "/", upstream),
+    ]
 }
 
 /// A `path_prefix` written with a trailing `/` guards the prefix without it, so Tomcat's view of
@@ -414,7 +394,7 @@ fn secure_and_catch_all(upstream: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servlet_path_parameters_are_judged_by_the_guarded_prefix() {
     let tomcat = RealUpstream::tomcat();
-    let stack = Stack::start("", &secure_and_catch_all(&tomcat.url())).await;
+    let stack = Stack::start(server(), secure_and_catch_all(&tomcat.url())).await;
     let host = "api.example.com";
     for target in [
         "/secure",
@@ -476,7 +456,7 @@ async fn servlet_path_parameters_are_judged_by_the_guarded_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_hostile_path_reaches_the_tomcat_secure_servlet_anonymously() {
     let tomcat = RealUpstream::tomcat();
-    let stack = Stack::start("", &secure_and_catch_all(&tomcat.url())).await;
+    let stack = Stack::start(server(), secure_and_catch_all(&tomcat.url())).await;
     let host = "api.example.com";
     let mut failures = Vec::new();
     for target in [
@@ -498,7 +478,7 @@ async fn no_hostile_path_reaches_the_tomcat_secure_servlet_anonymously() {
         "/%3Bx/secure/data",
     ] {
         let before = tomcat.requests();
-        let r = raw(stack.gw.addr, get(target, host, "")).await;
+        let r = raw(stack.rig.gw.addr, get(target, host, "")).await;
         let seen = tomcat.seen();
         let reached: Vec<&Resolved> = seen[before..].iter().collect();
         let ok = match (r.status, reached.as_slice()) {
@@ -522,19 +502,12 @@ async fn no_hostile_path_reaches_the_tomcat_secure_servlet_anonymously() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parameter_in_a_middle_segment_never_skips_a_nested_guard() {
     let tomcat = RealUpstream::tomcat();
-    let routes = format!(
-        r#"  - name: secure-data
-    match: {{ path_prefix: /secure/data }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-  - name: secure-open
-    match: {{ path_prefix: /secure }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-        up = tomcat.url()
-    );
-    let stack = Stack::start("", &routes).await;
+    let up = tomcat.url();
+    let routes = vec![
+        protected("secure-data", "/secure/data", &up),
+        anonymous("secure-open", "/secure", &up),
+    ];
+    let stack = Stack::start(server(), routes).await;
     let host = "api.example.com";
     let seen = tomcat.direct(&get("/secure;x/data", "tomcat", ""));
     assert_eq!(
@@ -566,16 +539,21 @@ const UNDERSCORE_FORGERIES: &str = "X_Auth_Subject: admin\r\n\
      X-Auth_Subject: admin\r\n\
      X_Forwarded_For: 1.2.3.4\r\n";
 
+/// `/public` anonymous and `/api` behind provider `test` forwarding `sub` as `X-Auth-Subject`,
+/// both to `upstream`.
+fn public_and_api_routes(upstream: &str) -> Vec<Route> {
+    vec![
+        anonymous("public", "/public", upstream),
+        protected("api", "/api", upstream).forward("sub", "X-Auth-Subject"),
+    ]
+}
+
 /// Default `server.headers_with_underscores: drop`: wsgiref never reads a forged identity or
 /// forwarded-for, on an anonymous route nor on a protected one whose token lacks the claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn underscore_headers_are_dropped_before_wsgi_maps_them() {
     let wsgi = RealUpstream::wsgiref();
-    let routes = format!(
-        "{}    forward: {{ claims: {{ sub: X-Auth-Subject }} }}\n",
-        public_and_api_routes(&wsgi.url())
-    );
-    let stack = Stack::start("", &routes).await;
+    let stack = Stack::start(server(), public_and_api_routes(&wsgi.url())).await;
     let extra = format!("{UNDERSCORE_FORGERIES}X_Custom_Thing: yes\r\n");
     let without_sub = bearer(&stack.token_without_sub());
     for (target, auth) in [("/public/x", ""), ("/api/x", without_sub.as_str())] {
@@ -619,9 +597,13 @@ async fn underscore_headers_are_dropped_before_wsgi_maps_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn underscore_headers_are_refused_when_configured() {
     let wsgi = RealUpstream::wsgiref();
+    let up = wsgi.url();
     let stack = Stack::start(
-        "  headers_with_underscores: reject",
-        &public_and_api_routes(&wsgi.url()),
+        server().line("headers_with_underscores: reject"),
+        vec![
+            anonymous("public", "/public", &up),
+            protected("api", "/api", &up),
+        ],
     )
     .await;
     let token = bearer(&stack.token(&[]));
@@ -661,11 +643,11 @@ async fn underscore_headers_are_refused_when_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_underscore_headers_never_shadow_a_gateway_header() {
     let wsgi = RealUpstream::wsgiref();
-    let routes = format!(
-        "{}    forward: {{ claims: {{ sub: X-Auth-Subject }} }}\n",
-        public_and_api_routes(&wsgi.url())
-    );
-    let stack = Stack::start("  headers_with_underscores: allow", &routes).await;
+    let stack = Stack::start(
+        server().line("headers_with_underscores: allow"),
+        public_and_api_routes(&wsgi.url()),
+    )
+    .await;
     let extra = format!(
         "{UNDERSCORE_FORGERIES}X_Custom_Thing: yes\r\nX_Real_IP: 6.6.6.6\r\n\
          X_Request_Id: forged-id\r\nX_Original_URL: /admin\r\nX_Forwarded_Host: evil.example\r\n"
@@ -674,7 +656,7 @@ async fn allowed_underscore_headers_never_shadow_a_gateway_header() {
     for (target, auth) in [("/public/x", ""), ("/api/x", without_sub.as_str())] {
         let request = get(target, "api.example.com", &format!("{extra}{auth}"));
         let before = wsgi.requests();
-        let r = raw(stack.gw.addr, &request).await;
+        let r = raw(stack.rig.gw.addr, &request).await;
         assert_eq!(r.status, 200, "{target}: {r:?}");
         let seen = wsgi.seen();
         assert_eq!(seen.len(), before + 1, "{target}");
@@ -716,22 +698,12 @@ async fn allowed_underscore_headers_never_shadow_a_gateway_header() {
 
 /// Routes by host: `*.corp.test` guarded, `api.example.com` anonymous, and an anonymous
 /// catch-all, all to `upstream`.
-fn host_routes(upstream: &str) -> String {
-    format!(
-        r#"  - name: corp
-    match: {{ host: "*.corp.test", path_prefix: / }}
-    upstream: "{upstream}"
-    auth: {{ providers: [test] }}
-  - name: api
-    match: {{ host: api.example.com, path_prefix: / }}
-    upstream: "{upstream}"
-    auth: anonymous
-  - name: open
-    match: {{ path_prefix: / }}
-    upstream: "{upstream}"
-    auth: anonymous
-"#
-    )
+fn host_routes(upstream: &str) -> Vec<Route> {
+    vec![
+        protected("corp", "/", upstream).host("*.corp.test"),
+        anonymous("api", "/", upstream).host("api.example.com"),
+        anonymous("open", "/", upstream),
+    ]
 }
 
 /// `Host` (and an absolute-form authority, which wins over it) must be a reg-name or IP literal
@@ -740,7 +712,7 @@ fn host_routes(upstream: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_hosts_are_refused_before_nginx_sees_them() {
     let nginx = RealUpstream::nginx();
-    let stack = Stack::start("", &host_routes(&nginx.url())).await;
+    let stack = Stack::start(server(), host_routes(&nginx.url())).await;
     let mut requests: Vec<(String, String)> = [
         "b.corp.test:1@a.corp.test",
         "user@a.corp.test",
@@ -763,7 +735,7 @@ async fn malformed_hosts_are_refused_before_nginx_sees_them() {
     let mut failures = Vec::new();
     for (what, request) in requests {
         let before = nginx.requests();
-        let r = raw(stack.gw.addr, &request).await;
+        let r = raw(stack.rig.gw.addr, &request).await;
         let reached = nginx.requests() - before;
         if r.status != 400 || reached != 0 {
             failures.push(format!("{what}: status {}, nginx saw {reached}", r.status));
@@ -776,7 +748,7 @@ async fn malformed_hosts_are_refused_before_nginx_sees_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_gets_the_routed_host_lowercased_in_x_forwarded_host() {
     let nginx = RealUpstream::nginx();
-    let stack = Stack::start("", &host_routes(&nginx.url())).await;
+    let stack = Stack::start(server(), host_routes(&nginx.url())).await;
     let token = bearer(&stack.token(&[]));
     let mut failures = Vec::new();
     for (host, auth, forwarded) in [
@@ -826,28 +798,20 @@ fn header_lines(headers: &[(&str, &str)]) -> String {
 }
 
 /// One gateway in front of nginx (`/nginx`) and wsgiref (`/wsgi`), both anonymous.
-async fn nginx_and_wsgi_stack(server: &str) -> (Stack, RealUpstream, RealUpstream) {
+async fn nginx_and_wsgi_stack(server: Server) -> (Stack, RealUpstream, RealUpstream) {
     let nginx = RealUpstream::nginx();
     let wsgi = RealUpstream::wsgiref();
-    let routes = format!(
-        r#"  - name: nginx
-    match: {{ path_prefix: /nginx }}
-    upstream: "{nginx}"
-    auth: anonymous
-  - name: wsgi
-    match: {{ path_prefix: /wsgi }}
-    upstream: "{wsgi}"
-    auth: anonymous
-"#,
-        nginx = nginx.url(),
-        wsgi = wsgi.url()
-    );
-    (Stack::start(server, &routes).await, nginx, wsgi)
+    let routes = vec![
+        anonymous("nginx", "/nginx", &nginx.url()),
+        anonymous("wsgi", "/wsgi", &wsgi.url()),
+    ];
+    (Stack::start(server, routes).await, nginx, wsgi)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofable_headers_from_untrusted_clients_never_reach_nginx_or_wsgi() {
-    let (stack, nginx, wsgi) = nginx_and_wsgi_stack("  trusted_proxies: [\"10.0.0.0/8\"]").await;
+    let (stack, nginx, wsgi) =
+        nginx_and_wsgi_stack(server().line(r#"trusted_proxies: ["10.0.0.0/8"]"#)).await;
     let extra = header_lines(SPOOFABLE_UNLESS_TRUSTED) + &header_lines(METHOD_OVERRIDES);
     for (target, upstream) in [("/nginx/x", &nginx), ("/wsgi/x", &wsgi)] {
         let seen = stack
@@ -862,7 +826,8 @@ async fn spoofable_headers_from_untrusted_clients_never_reach_nginx_or_wsgi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofable_headers_from_trusted_proxies_reach_nginx_and_wsgi() {
-    let (stack, nginx, wsgi) = nginx_and_wsgi_stack("  trusted_proxies: [\"127.0.0.1/32\"]").await;
+    let (stack, nginx, wsgi) =
+        nginx_and_wsgi_stack(server().line(r#"trusted_proxies: ["127.0.0.1/32"]"#)).await;
     let extra = header_lines(SPOOFABLE_UNLESS_TRUSTED);
     for (target, upstream) in [("/nginx/x", &nginx), ("/wsgi/x", &wsgi)] {
         let seen = stack
@@ -880,7 +845,8 @@ async fn spoofable_headers_from_trusted_proxies_reach_nginx_and_wsgi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_override_headers_never_reach_nginx_or_wsgi_even_from_trusted_proxies() {
-    let (stack, nginx, wsgi) = nginx_and_wsgi_stack("  trusted_proxies: [\"127.0.0.1/32\"]").await;
+    let (stack, nginx, wsgi) =
+        nginx_and_wsgi_stack(server().line(r#"trusted_proxies: ["127.0.0.1/32"]"#)).await;
     let extra = header_lines(METHOD_OVERRIDES);
     for (target, upstream) in [("/nginx/x", &nginx), ("/wsgi/x", &wsgi)] {
         let seen = stack
@@ -930,9 +896,11 @@ async fn read_one_response(stream: &mut TcpStream) -> RawResponse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upgrade_is_dropped_and_the_request_proceeds_as_http1() {
     let nginx = RealUpstream::nginx();
-    let stack = Stack::start("", &admin_and_catch_all(&nginx.url())).await;
+    let stack = Stack::start(server(), admin_and_catch_all(&nginx.url())).await;
     let before = nginx.requests();
-    let mut stream = TcpStream::connect(stack.gw.addr).await.expect("connect");
+    let mut stream = TcpStream::connect(stack.rig.gw.addr)
+        .await
+        .expect("connect");
     stream
         .write_all(
             b"GET /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n\
@@ -975,18 +943,11 @@ async fn h2c_upgrade_is_dropped_and_the_request_proceeds_as_http1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_still_passes_through() {
     let upstream = Upstream::start().await;
-    let stack = Stack::start(
-        "",
-        &format!(
-            "  - name: ws\n    match: {{ path_prefix: /ws }}\n    upstream: \"{}\"\n    auth: anonymous\n",
-            upstream.url()
-        ),
-    )
-    .await;
+    let stack = Stack::start(server(), vec![anonymous("ws", "/ws", &upstream.url())]).await;
     for spelling in ["websocket", "WebSocket"] {
         let request =
             handshake("/ws", "").replace("Upgrade: websocket", &format!("Upgrade: {spelling}"));
-        let (head, mut stream) = upgrade(stack.gw.addr, &request).await;
+        let (head, mut stream) = upgrade(stack.rig.gw.addr, &request).await;
         assert!(head.starts_with("HTTP/1.1 101"), "{spelling}: {head}");
         echo_round_trip(&mut stream, b"\x81\x05hello").await;
         let seen = upstream.last().expect("the handshake reached the upstream");

@@ -11,8 +11,9 @@ use jwt_gateway::auth::revocation::Rule;
 use jwt_gateway::proxy::explain::explain_request;
 use jwt_gateway::proxy::pipeline::ConnInfo;
 
-use crate::proxy::{es256_issuer, providers_yaml, raw};
-use crate::support::{claims, now, TestGateway, Upstream};
+use crate::proxy::raw;
+use crate::support::yaml::{basic, server};
+use crate::support::{now, Rig};
 
 /// One row: a request head, as the proxy gets it over a raw socket and the explainer as `Parts`.
 struct Row {
@@ -71,45 +72,26 @@ impl Row {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explainer_and_proxy_decide_alike() {
-    let (issuer, key) = es256_issuer().await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-  limits: {{ max_header_bytes: 4096, max_body_bytes: 1000, auth_failures_per_minute: 4 }}
-{providers}
-routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}/base"
-    strip_prefix: /api
-    auth:
-      providers: [test]
-      require:
-        - claim: realm_access.roles
-          any_of: [orders.read]
-    forward:
-      claims: {{ sub: X-Auth-Subject, realm_access.roles: X-Auth-Roles }}
-"#,
-        providers = providers_yaml(&issuer),
-        up = upstream.url()
-    ))
+    let rig = Rig::start(|i, u| {
+        let base = format!("{}/base", u.url());
+        basic(i, u)
+            .server(server().limits(
+                "max_header_bytes: 4096, max_body_bytes: 1000, auth_failures_per_minute: 4",
+            ))
+            .edit_route("api", |r| r.upstream(&base).strip_prefix("/api"))
+    })
     .await;
-    let good = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
+    let good = rig.token();
+    let mut c = rig.claims();
     c["realm_access"] = serde_json::json!({"roles": ["user"]});
-    let no_role = key.mint("ES256", &c);
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let no_role = rig.mint(&c);
+    let mut c = rig.claims();
     c["exp"] = serde_json::json!(now() - 600);
-    let expired = key.mint("ES256", &c);
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let expired = rig.mint(&c);
+    let mut c = rig.claims();
     c["jti"] = serde_json::json!("explain-revoked");
-    let revoked = key.mint("ES256", &c);
+    let revoked = rig.mint(&c);
     gw.gateway
         .revocations
         .add(Rule::Jti {
@@ -205,5 +187,5 @@ routes:
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
-    gw.stop().await;
+    rig.stop().await;
 }

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::closed_port;
+use crate::support::yaml::{anonymous, server, Config};
 use crate::support::{metric, TestGateway};
 
 /// How a [`Faulty`] upstream treats each request.
@@ -185,21 +186,14 @@ async fn connection(mut stream: TcpStream, mode: Arc<Mutex<Mode>>, requests: Arc
     }
 }
 
-fn yaml(routes: &[(&str, String)]) -> String {
-    let mut out = String::from(
-        r#"
-server:
-  insecure_plaintext: true
-  limits: { request_timeout: 1s, upstream_connect_timeout: 1s }
-routes:
-"#,
-    );
-    for (name, upstream) in routes {
-        out.push_str(&format!(
-            "  - {{ name: {name}, match: {{ path_prefix: /{name} }}, upstream: \"{upstream}\", auth: anonymous }}\n"
-        ));
-    }
-    out
+/// One anonymous route `/name` per `(name, upstream)`, with 1 s request and connect timeouts.
+fn faults_config(routes: &[(&str, String)]) -> Config {
+    let timeouts = server().limits("request_timeout: 1s, upstream_connect_timeout: 1s");
+    routes
+        .iter()
+        .fold(Config::new().server(timeouts), |c, (name, upstream)| {
+            c.route(anonymous(name, &format!("/{name}"), upstream))
+        })
 }
 
 fn upstream_errors(metrics: &str, route: &str, kind: &str) -> f64 {
@@ -213,7 +207,7 @@ fn upstream_errors(metrics: &str, route: &str, kind: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_recovers_when_the_upstream_comes_back() {
     let mut upstream = Faulty::start(Mode::Ok).await;
-    let gw = TestGateway::start(&yaml(&[("flaky", upstream.url())])).await;
+    let gw = TestGateway::start(faults_config(&[("flaky", upstream.url())])).await;
     let client = gw.client();
     let get = |path: &'static str| {
         let (client, url) = (client.clone(), gw.url(path));
@@ -252,7 +246,7 @@ async fn the_pool_recovers_when_the_upstream_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_garbage_and_silence_are_502_504_and_the_gateway_stays_healthy() {
     let upstream = Faulty::start(Mode::Ok).await;
-    let gw = TestGateway::start(&yaml(&[("up", upstream.url())])).await;
+    let gw = TestGateway::start(faults_config(&[("up", upstream.url())])).await;
     let client = gw.client();
     let url = gw.url("/up/x");
 
@@ -348,7 +342,7 @@ async fn hundreds_of_failures_leak_no_sockets() {
     let reset = Faulty::start(Mode::ResetBeforeHead).await;
     let mid_body = Faulty::start(Mode::ResetMidBody).await;
     let stall = Faulty::start(Mode::Stall).await;
-    let gw = TestGateway::start(&yaml(&[
+    let gw = TestGateway::start(faults_config(&[
         ("refused", format!("http://127.0.0.1:{}", closed_port())),
         ("garbage", garbage.url()),
         ("reset", reset.url()),

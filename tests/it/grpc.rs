@@ -16,12 +16,14 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use crate::proxy::{closed_port, es256_issuer, eventually, providers_yaml};
+use crate::proxy::{closed_port, eventually};
 use crate::support::grpc::{
     outbox, path, pattern, request, within, Bound, GrpcClient, GrpcUpstream, Method, Msg,
     FAIL_DETAIL, FAIL_DETAILS, FAIL_MESSAGE,
 };
-use crate::support::{claims, metric, now, Issuer, Pki, TestGateway, TestKey, Upstream};
+use crate::support::rig::Backends;
+use crate::support::yaml::provider;
+use crate::support::{claims, metric, now, Issuer, Pki, SigningKey, TestGateway, Upstream};
 
 const SHORT: Duration = Duration::from_secs(5);
 const MIB: usize = 1024 * 1024;
@@ -491,10 +493,10 @@ enum Front {
 /// | `down.Echo` | `grpc-down` | a closed port, `http2`                     | anonymous |
 ///
 /// Protected: provider `test`, role `orders.read`, `sub` forwarded as `X-Auth-Subject`.
-struct Rig {
+struct GrpcRig {
     gw: TestGateway,
     issuer: Issuer,
-    key: TestKey,
+    key: SigningKey,
     h2c: GrpcUpstream,
     tls: GrpcUpstream,
     http1: Upstream,
@@ -510,10 +512,11 @@ const PROTECTED: &str = r#"    auth:
         sub: X-Auth-Subject
 "#;
 
-impl Rig {
+impl GrpcRig {
     /// `limits` are extra lines under `server.limits` (4 spaces in), beside `request_timeout: 30s`.
-    async fn start(front: Front, limits: &str) -> Rig {
-        let (issuer, key) = es256_issuer().await;
+    async fn start(front: Front, limits: &str) -> GrpcRig {
+        let Backends { issuer, keys, .. } = Backends::es256().await;
+        let key = keys[0].0.clone();
         let h2c = GrpcUpstream::h2c().await;
         let tls_port = Bound::new().await;
         let http1 = Upstream::start().await;
@@ -521,6 +524,7 @@ impl Rig {
             Front::H2c => "  insecure_plaintext: true",
             Front::Tls => "  tls: { cert_file: gateway.crt, key_file: gateway.key }",
         };
+        let providers = format!("providers:\n{}", provider(&issuer));
         let yaml = format!(
             r#"
 server:
@@ -557,7 +561,7 @@ server:
     upstream_protocol: http2
     auth: anonymous
 "#,
-            providers = providers_yaml(&issuer),
+            providers = providers,
             h2c = h2c.url(),
             tls = tls_port.addr,
             http1 = http1.url(),
@@ -566,7 +570,7 @@ server:
         let gw = TestGateway::start(&yaml).await;
         // The TLS upstream's certificate comes from the CA the gateway trusts for upstreams.
         let tls = tls_port.tls(&gw.pki);
-        Rig {
+        GrpcRig {
             gw,
             issuer,
             key,
@@ -662,7 +666,7 @@ fn assert_forwarded(upstream: &GrpcUpstream, service: &str) {
 /// Unary and all three stream kinds, h2c to the gateway, to an h2c and a TLS upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stream_kind_over_h2c_to_h2c_and_tls_upstreams() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let token = rig.token();
     every_stream_kind(&client, &rig.h2c, "test.Echo", Some(&token)).await;
@@ -679,7 +683,7 @@ async fn every_stream_kind_over_h2c_to_h2c_and_tls_upstreams() {
 /// The same over TLS with ALPN `h2` to the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stream_kind_over_tls_to_h2c_and_tls_upstreams() {
-    let rig = Rig::start(Front::Tls, "").await;
+    let rig = GrpcRig::start(Front::Tls, "").await;
     let client = rig.client().await;
     let token = rig.token();
     every_stream_kind(&client, &rig.h2c, "test.Echo", Some(&token)).await;
@@ -691,7 +695,7 @@ async fn every_stream_kind_over_tls_to_h2c_and_tls_upstreams() {
 /// A 4 MiB request and a 4 MiB response, both upstream kinds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_mib_messages_both_ways() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let token = rig.token();
     let big = pattern(4 * MIB);
@@ -740,7 +744,7 @@ async fn four_mib_messages_both_ways() {
 /// trailers-only and after messages; each status is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_status_and_trailing_metadata_reach_the_client() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let token = rig.token();
     for (service, route) in [("test.Echo", "grpc"), ("tls.Echo", "grpc-tls")] {
@@ -780,7 +784,7 @@ async fn upstream_status_and_trailing_metadata_reach_the_client() {
 /// response (HTTP 200, `application/grpc`, `grpc-status` and `grpc-message` in the head) and
 /// that no upstream saw it.
 async fn expect_grpc_denial(
-    rig: &Rig,
+    rig: &GrpcRig,
     client: &GrpcClient,
     path: &str,
     token: Option<&str>,
@@ -790,7 +794,7 @@ async fn expect_grpc_denial(
 }
 
 async fn expect_grpc_denial_of(
-    rig: &Rig,
+    rig: &GrpcRig,
     client: &GrpcClient,
     path: &str,
     req: tonic::Request<Msg>,
@@ -836,7 +840,7 @@ fn challenge(status: &Status) -> String {
 /// under its HTTP code and its gRPC status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_are_grpc_statuses_and_reach_no_upstream() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let unary = path("test.Echo", Method::Unary);
 
@@ -966,7 +970,7 @@ async fn denials_are_grpc_statuses_and_reach_no_upstream() {
 /// Past `auth_failures_per_minute`, calls get `RESOURCE_EXHAUSTED`, a valid token included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_calls_get_resource_exhausted() {
-    let rig = Rig::start(Front::H2c, "    auth_failures_per_minute: 3\n").await;
+    let rig = GrpcRig::start(Front::H2c, "    auth_failures_per_minute: 3\n").await;
     let client = rig.client().await;
     let unary = path("test.Echo", Method::Unary);
     for _ in 0..3 {
@@ -1014,7 +1018,7 @@ async fn throttled_calls_get_resource_exhausted() {
 /// (30 s), and the upstream is told no more time than the client gave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_timeout_expires_before_request_timeout() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let token = rig.token();
     let p = path("test.Echo", Method::Sleep);
@@ -1066,7 +1070,7 @@ async fn grpc_timeout_expires_before_request_timeout() {
 /// calls sent afterwards succeed on a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_goaway_fails_no_later_call() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let token = rig.token();
     let unary = path("test.Echo", Method::Unary);
@@ -1135,7 +1139,7 @@ async fn upstream_goaway_fails_no_later_call() {
 /// `UNAVAILABLE`; once it listens again, calls succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_restart_on_the_same_port_fails_no_later_call() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let token = rig.token();
     let unary = path("test.Echo", Method::Unary);
@@ -1175,7 +1179,7 @@ async fn upstream_restart_on_the_same_port_fails_no_later_call() {
 /// connection are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_streams_on_one_connection_one_never_answered() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let token = rig.token();
     fifty_streams_one_stalled(
@@ -1194,7 +1198,7 @@ async fn fifty_streams_on_one_connection_one_never_answered() {
 /// others and a second connection are served, and the stalled stream resumes when read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_streams_on_one_connection_one_unread() {
-    let rig = Rig::start(Front::H2c, "").await;
+    let rig = GrpcRig::start(Front::H2c, "").await;
     let client = rig.client().await;
     let token = rig.token();
     fifty_streams_one_stalled(
@@ -1213,7 +1217,7 @@ async fn fifty_streams_on_one_connection_one_unread() {
 /// is reset: it never takes the cut-off upload for a complete one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_body_over_max_body_bytes_is_resource_exhausted() {
-    let rig = Rig::start(Front::H2c, "    max_body_bytes: 1048576\n").await;
+    let rig = GrpcRig::start(Front::H2c, "    max_body_bytes: 1048576\n").await;
     let client = rig.client().await;
     let token = rig.token();
     let p = path("test.Echo", Method::ClientStream);

@@ -12,8 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::proxy::{es256_issuer, eventually, providers_yaml};
-use crate::support::{claims, Issuer, TestGateway, TestKey, Upstream};
+use crate::proxy::eventually;
+use crate::support::yaml::{anonymous, protected, provider, server, Config};
+use crate::support::{Rig, TestGateway, Upstream};
 
 /// The gateway and its two upstreams: `guarded` behind protected routes, `open` behind anonymous
 /// ones. Routes, first match wins:
@@ -22,70 +23,49 @@ use crate::support::{claims, Issuer, TestGateway, TestKey, Upstream};
 /// - `api-any`: `/api` on any other host, protected → guarded
 /// - `public`: `/public`, anonymous → open; `download`: `/download`, anonymous → open
 struct Stack {
-    gw: TestGateway,
-    guarded: Upstream,
+    /// The rig's upstream is `guarded`.
+    rig: Rig,
     open: Upstream,
-    key: TestKey,
-    issuer: Issuer,
+}
+
+/// A stack is a rig with a second upstream: `stack.gw`, `stack.token()` are the rig's.
+impl std::ops::Deref for Stack {
+    type Target = Rig;
+    fn deref(&self) -> &Rig {
+        &self.rig
+    }
 }
 
 impl Stack {
     async fn start(limits: &str) -> Stack {
-        let (issuer, key) = es256_issuer().await;
-        let guarded = Upstream::start().await;
         let open = Upstream::start().await;
-        let gw = TestGateway::start(&format!(
-            r#"
-server:
-  insecure_plaintext: true
-  limits: {{ {limits} }}
-{providers}
-routes:
-  - name: api
-    match: {{ host: api.example.com, path_prefix: /api }}
-    upstream: "{guarded}"
-    auth: {{ providers: [test] }}
-    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
-  - name: www
-    match: {{ host: www.example.com, path_prefix: / }}
-    upstream: "{open}"
-    auth: anonymous
-  - name: api-any
-    match: {{ path_prefix: /api }}
-    upstream: "{guarded}"
-    auth: {{ providers: [test] }}
-    forward: {{ claims: {{ sub: X-Auth-Subject }} }}
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{open}"
-    auth: anonymous
-  - name: download
-    match: {{ path_prefix: /download }}
-    upstream: "{open}"
-    auth: anonymous
-"#,
-            providers = providers_yaml(&issuer),
-            guarded = guarded.url(),
-            open = open.url(),
-        ))
+        let open_url = open.url();
+        let rig = Rig::start(|issuer, guarded| {
+            let guarded_url = guarded.url();
+            Config::new()
+                .server(server().limits(limits))
+                .provider(provider(issuer))
+                .route(
+                    protected("api", "/api", &guarded_url)
+                        .host("api.example.com")
+                        .forward("sub", "X-Auth-Subject"),
+                )
+                .route(anonymous("www", "/", &open_url).host("www.example.com"))
+                .route(protected("api-any", "/api", &guarded_url).forward("sub", "X-Auth-Subject"))
+                .route(anonymous("public", "/public", &open_url))
+                .route(anonymous("download", "/download", &open_url))
+        })
         .await;
-        Stack {
-            gw,
-            guarded,
-            open,
-            key,
-            issuer,
-        }
+        Stack { rig, open }
     }
 
-    fn token(&self) -> String {
-        self.key
-            .mint("ES256", &claims(&self.issuer.iss(), "orders-api"))
+    fn guarded(&self) -> &Upstream {
+        &self.rig.upstream
     }
 
     /// Every request the guarded upstream ever received came through authentication.
     fn assert_guarded_only_saw_authenticated(&self) {
-        for seen in self.guarded.all() {
+        for seen in self.guarded().all() {
             assert_eq!(
                 seen.headers
                     .get("x-auth-subject")
@@ -346,10 +326,10 @@ async fn smuggling_shapes_get_a_defined_answer() {
         "a smuggled request reached the upstream: {:?}",
         stack.open_paths()
     );
-    assert_eq!(stack.guarded.requests(), 0);
+    assert_eq!(stack.guarded().requests(), 0);
     // The gateway still serves a clean request afterwards.
     assert_eq!(stack.gw.get("/public/ok", None).await.status(), 200);
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +387,7 @@ async fn bad_chunk_sizes_never_pass_unauthenticated_and_never_hang() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     stack.assert_guarded_only_saw_authenticated();
     assert_eq!(stack.gw.get("/public/ok", None).await.status(), 200);
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }
 
 /// A client whose chunked body breaks mid-stream is the client's fault: 400, and not an upstream
@@ -432,7 +412,7 @@ async fn broken_client_body_is_400_not_an_upstream_error() {
                 && !l.ends_with(" 0")),
         "{m}"
     );
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,7 +443,7 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
     );
     let s = status_of_get("https://API.example.com:8443/api/x", "www.example.com", "").await;
     assert_eq!(s, 401);
-    assert_eq!(stack.guarded.requests(), 0);
+    assert_eq!(stack.guarded().requests(), 0);
     assert_eq!(stack.open.requests(), 0);
 
     let s = status_of_get("http://www.example.com/api/x", "api.example.com", "").await;
@@ -475,11 +455,11 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
         "www.example.com",
         "the upstream is told the host the request was routed by"
     );
-    assert_eq!(stack.guarded.requests(), 0);
+    assert_eq!(stack.guarded().requests(), 0);
 
     let s = status_of_get("http://api.example.com/api/y", "www.example.com", &bearer).await;
     assert_eq!(s, 200);
-    let seen = stack.guarded.last().expect("guarded upstream saw it");
+    let seen = stack.guarded().last().expect("guarded upstream saw it");
     assert_eq!(seen.path_and_query, "/api/y");
     assert_eq!(
         seen.headers.get("x-forwarded-host").unwrap(),
@@ -499,7 +479,7 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
     assert_eq!(responses(&bytes).first().map(|a| a.status), Some(400));
     assert_eq!(stack.open.requests(), before_open);
     stack.assert_guarded_only_saw_authenticated();
-    assert_eq!(stack.guarded.requests(), 1);
+    assert_eq!(stack.guarded().requests(), 1);
 
     // No Host at all: HTTP/1.1 requires one (RFC 9112 3.2), HTTP/1.0 does not.
     for (request, want) in [
@@ -589,8 +569,8 @@ async fn absolute_form_targets_route_by_one_host_and_never_skip_auth() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stack.assert_guarded_only_saw_authenticated();
-    assert_eq!(stack.guarded.requests(), 1);
-    stack.gw.stop().await;
+    assert_eq!(stack.guarded().requests(), 1);
+    stack.rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,7 +623,7 @@ async fn connect_and_other_non_origin_targets_are_refused() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
-    assert_eq!(stack.guarded.requests(), 0);
+    assert_eq!(stack.guarded().requests(), 0);
     assert_eq!(stack.open.requests(), 0, "{:?}", stack.open_paths());
     let m = stack.gw.metrics().await;
     assert_eq!(
@@ -651,7 +631,7 @@ async fn connect_and_other_non_origin_targets_are_refused() {
         Some(cases.len() as f64 - 1.0),
         "each refusal but hyper's own (the bad request line) is counted before routing"
     );
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }
 
 /// `count` complete HTTP/2 GET requests on the client streams from `first_stream` on, as one
@@ -699,8 +679,8 @@ async fn too_many_headers_are_refused() {
         );
     }
     assert_eq!(stack.open.requests(), 1);
-    assert_eq!(stack.guarded.requests(), 0);
-    stack.gw.stop().await;
+    assert_eq!(stack.guarded().requests(), 0);
+    stack.rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,7 +706,7 @@ async fn pipelined_requests_are_each_authenticated() {
         String::from_utf8_lossy(&bytes)
     );
     let guarded: Vec<String> = stack
-        .guarded
+        .guarded()
         .all()
         .into_iter()
         .map(|s| s.path_and_query)
@@ -755,7 +735,7 @@ async fn pipelined_requests_are_each_authenticated() {
     let statuses: Vec<u16> = responses(&bytes).iter().map(|a| a.status).collect();
     assert_eq!(statuses, [200]);
     let guarded: Vec<String> = stack
-        .guarded
+        .guarded()
         .all()
         .into_iter()
         .map(|s| s.path_and_query)
@@ -764,9 +744,9 @@ async fn pipelined_requests_are_each_authenticated() {
         guarded,
         ["/api/first", "/api/sixth", "/api/carrier", "/api/carrier2"]
     );
-    assert_eq!(stack.guarded.last().unwrap().body_len, hidden.len());
+    assert_eq!(stack.guarded().last().unwrap().body_len, hidden.len());
     stack.assert_guarded_only_saw_authenticated();
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }
 
 // ---- HTTP/2 on the wire: frames written by hand, so a test can do what no client library does.
@@ -994,9 +974,9 @@ async fn h2_rapid_reset_neither_stalls_the_gateway_nor_passes_auth() {
         stack.open.requests() <= 5000,
         "more upstream requests than anonymous streams"
     );
-    assert_eq!(stack.guarded.requests(), 0);
+    assert_eq!(stack.guarded().requests(), 0);
     probe(&stack.gw).await;
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1054,9 +1034,9 @@ async fn h2_streams_beyond_max_concurrent_streams_are_refused() {
         answered + refused == 200 || goaway_code(&frames).is_some(),
         "200 streams: {answered} answered, {refused} reset"
     );
-    assert_eq!(stack.guarded.requests(), 0);
+    assert_eq!(stack.guarded().requests(), 0);
     probe(&stack.gw).await;
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }
 
 fn rss_kb() -> u64 {
@@ -1118,7 +1098,7 @@ async fn slow_readers_do_not_make_the_gateway_buffer() {
     probe(&stack.gw).await;
     drop(readers);
     assert_eq!(stack.gw.get("/download/100000", None).await.status(), 200);
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1157,5 +1137,5 @@ async fn slow_writer_body_gets_an_answer_within_the_request_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(4));
     stack.assert_guarded_only_saw_authenticated();
-    stack.gw.stop().await;
+    stack.rig.stop().await;
 }

@@ -8,64 +8,27 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::auth::auth_yaml;
-use crate::support::keys::{b64, rand_suffix};
-use crate::support::{claims, expect_denied, metric, Issuer, TestGateway, TestKey, Upstream, Want};
+use crate::support::keys::{b64, random_id};
+use crate::support::yaml::{every_rule, protected, provider, Config};
+use crate::support::{claims, metric, Backends, Issuer, Rig, SigningKey, Upstream, Want};
 
 /// Just past `min_refresh` (1s), so the next unknown kid may refetch.
 const PAST_MIN_REFRESH: Duration = Duration::from_millis(1100);
 
-struct Rig {
-    issuer: Issuer,
-    upstream: Upstream,
-    gw: TestGateway,
-}
-
-impl Rig {
-    async fn start(keys: &[(&TestKey, &str)], algorithms: &str) -> Rig {
-        let issuer = Issuer::start(keys).await;
-        let upstream = Upstream::start().await;
-        let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, algorithms, "", "")).await;
-        Rig {
-            issuer,
-            upstream,
-            gw,
-        }
-    }
-
-    fn token(&self, key: &TestKey, alg: &str) -> String {
-        key.mint(alg, &claims(&self.issuer.iss(), "orders-api"))
-    }
-
-    async fn status(&self, token: &str) -> u16 {
-        self.gw.get("/api/x", Some(token)).await.status().as_u16()
-    }
-
-    async fn denied(&self, want: Want, what: &str, token: &str) {
-        expect_denied(
-            &self.gw,
-            &self.upstream,
-            "api",
-            want,
-            what,
-            self.gw.get("/api/x", Some(token)),
-        )
-        .await;
-    }
-}
-
-fn with_kid(key: &TestKey, kid: &str) -> TestKey {
-    let mut k = key.clone();
-    k.kid = kid.to_string();
-    k
+/// The gateway on `every_rule` with algorithms `algorithms`, its issuer publishing `keys`.
+async fn rig(keys: &[(&SigningKey, &'static str)], algorithms: &str) -> Rig {
+    Rig::with_keys(keys, |i, u| {
+        every_rule(i, u).edit_provider("test", |p| p.algorithms(algorithms))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_new_kid_works_on_its_first_request() {
-    let old = TestKey::p256("2024-01");
-    let new = TestKey::p256("2024-02");
-    let rig = Rig::start(&[(&old, "ES256")], "ES256").await;
-    let old_token = rig.token(&old, "ES256");
+    let old = SigningKey::p256("2024-01");
+    let new = SigningKey::p256("2024-02");
+    let rig = rig(&[(&old, "ES256")], "ES256").await;
+    let old_token = rig.token_of(&old, "ES256");
     assert_eq!(rig.status(&old_token).await, 200);
 
     // The IdP publishes the new key next to the old one and starts signing with it.
@@ -73,7 +36,7 @@ async fn rotation_new_kid_works_on_its_first_request() {
     tokio::time::sleep(PAST_MIN_REFRESH).await;
     let hits = rig.issuer.jwks_hits();
     assert_eq!(
-        rig.status(&rig.token(&new, "ES256")).await,
+        rig.status(&rig.token_of(&new, "ES256")).await,
         200,
         "new kid on its first request"
     );
@@ -83,17 +46,17 @@ async fn rotation_new_kid_works_on_its_first_request() {
         "exactly one refetch for the unknown kid"
     );
     assert_eq!(rig.status(&old_token).await, 200, "old key still published");
-    assert_eq!(rig.status(&rig.token(&new, "ES256")).await, 200);
+    assert_eq!(rig.status(&rig.token_of(&new, "ES256")).await, 200);
     assert_eq!(rig.issuer.jwks_hits(), hits + 1, "known kids cost no fetch");
 
     // The old key is retired: its tokens, cached or fresh, stop at the next refresh.
     rig.issuer.set_keys(&[(&new, "ES256")]);
     tokio::time::sleep(PAST_MIN_REFRESH).await;
-    let newer = TestKey::p256("2024-03");
+    let newer = SigningKey::p256("2024-03");
     rig.denied(
         Want::Invalid("unknown_kid"),
         "unpublished kid, triggers the refresh",
-        &rig.token(&newer, "ES256"),
+        &rig.token_of(&newer, "ES256"),
     )
     .await;
     rig.denied(
@@ -102,24 +65,25 @@ async fn rotation_new_kid_works_on_its_first_request() {
         &old_token,
     )
     .await;
-    assert_eq!(rig.status(&rig.token(&new, "ES256")).await, 200);
+    assert_eq!(rig.status(&rig.token_of(&new, "ES256")).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kid_flood_is_bounded_by_min_refresh() {
-    let key = TestKey::p256("real");
-    let rig = Rig::start(&[(&key, "ES256")], "ES256").await;
-    assert_eq!(rig.status(&rig.token(&key, "ES256")).await, 200);
+    let key = SigningKey::p256("real");
+    let rig = rig(&[(&key, "ES256")], "ES256").await;
+    assert_eq!(rig.status(&rig.token_of(&key, "ES256")).await, 200);
     tokio::time::sleep(PAST_MIN_REFRESH).await;
     let hits_before = rig.issuer.jwks_hits();
     let client = rig.gw.h2_client();
     let url = rig.gw.url("/api/x");
     let iss = rig.issuer.iss();
-    let suffix = rand_suffix();
+    let suffix = random_id();
     for wave in 0..2 {
         let mut requests = JoinSet::new();
         for i in 0..300 {
-            let token = with_kid(&key, &format!("flood-{wave}-{i}-{suffix}"))
+            let token = key
+                .with_kid(&format!("flood-{wave}-{i}-{suffix}"))
                 .mint("ES256", &claims(&iss, "orders-api"));
             let (client, url) = (client.clone(), url.clone());
             requests.spawn(async move {
@@ -150,15 +114,15 @@ async fn unknown_kid_flood_is_bounded_by_min_refresh() {
         ),
         Some(600.0)
     );
-    assert_eq!(rig.status(&rig.token(&key, "ES256")).await, 200);
+    assert_eq!(rig.status(&rig.token_of(&key, "ES256")).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_outage_keeps_known_keys_and_unknown_kids_get_503() {
-    let key = TestKey::p256("k1");
-    let next = TestKey::p256("k2");
-    let rig = Rig::start(&[(&key, "ES256")], "ES256").await;
-    let cached = rig.token(&key, "ES256");
+    let key = SigningKey::p256("k1");
+    let next = SigningKey::p256("k2");
+    let rig = rig(&[(&key, "ES256")], "ES256").await;
+    let cached = rig.token_of(&key, "ES256");
     assert_eq!(rig.status(&cached).await, 200);
 
     rig.issuer.set_status(500);
@@ -166,19 +130,19 @@ async fn jwks_outage_keeps_known_keys_and_unknown_kids_get_503() {
     rig.denied(
         Want::Unavailable,
         "unknown kid while the JWKS answers 500",
-        &rig.token(&next, "ES256"),
+        &rig.token_of(&next, "ES256"),
     )
     .await;
     assert_eq!(rig.status(&cached).await, 200, "cached token, known key");
     assert_eq!(
-        rig.status(&rig.token(&key, "ES256")).await,
+        rig.status(&rig.token_of(&key, "ES256")).await,
         200,
         "fresh token, known key"
     );
     rig.denied(
         Want::Unavailable,
         "unknown kid again, within min_refresh of the failed fetch",
-        &rig.token(&next, "ES256"),
+        &rig.token_of(&next, "ES256"),
     )
     .await;
     let (ready, _) = rig.gw.admin_get("/readyz").await;
@@ -197,14 +161,14 @@ async fn jwks_outage_keeps_known_keys_and_unknown_kids_get_503() {
     rig.issuer.set_keys(&[(&key, "ES256"), (&next, "ES256")]);
     rig.issuer.set_status(200);
     tokio::time::sleep(PAST_MIN_REFRESH).await;
-    assert_eq!(rig.status(&rig.token(&next, "ES256")).await, 200);
+    assert_eq!(rig.status(&rig.token_of(&next, "ES256")).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_jwks_keeps_known_keys() {
-    let key = TestKey::p256("k1");
-    let rig = Rig::start(&[(&key, "ES256")], "ES256").await;
-    assert_eq!(rig.status(&rig.token(&key, "ES256")).await, 200);
+    let key = SigningKey::p256("k1");
+    let rig = rig(&[(&key, "ES256")], "ES256").await;
+    assert_eq!(rig.status(&rig.token_of(&key, "ES256")).await, 200);
     // Not JSON, then JSON without a usable key (other shapes are covered by parse_jwks tests
     // and the Wycheproof key sets; each case here costs a min_refresh wait).
     let garbage: [&[u8]; 2] = [
@@ -217,11 +181,11 @@ async fn garbage_jwks_keeps_known_keys() {
         rig.denied(
             Want::Unavailable,
             &format!("unknown kid after garbage #{i}"),
-            &rig.token(&TestKey::p256(&format!("unknown-{i}")), "ES256"),
+            &rig.token_of(&SigningKey::p256(&format!("unknown-{i}")), "ES256"),
         )
         .await;
         assert_eq!(
-            rig.status(&rig.token(&key, "ES256")).await,
+            rig.status(&rig.token_of(&key, "ES256")).await,
             200,
             "known key after garbage #{i}"
         );
@@ -232,10 +196,10 @@ async fn garbage_jwks_keeps_known_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_key_stops_validating_even_cached_tokens() {
-    let stays = TestKey::p256("stays");
-    let goes = TestKey::p256("goes");
-    let rig = Rig::start(&[(&stays, "ES256"), (&goes, "ES256")], "ES256").await;
-    let cached = rig.token(&goes, "ES256");
+    let stays = SigningKey::p256("stays");
+    let goes = SigningKey::p256("goes");
+    let rig = rig(&[(&stays, "ES256"), (&goes, "ES256")], "ES256").await;
+    let cached = rig.token_of(&goes, "ES256");
     assert_eq!(rig.status(&cached).await, 200);
     assert_eq!(rig.status(&cached).await, 200, "served from the cache");
     let m = rig.gw.metrics().await;
@@ -251,7 +215,7 @@ async fn removed_key_stops_validating_even_cached_tokens() {
     rig.denied(
         Want::Invalid("unknown_kid"),
         "an unknown kid triggers the refresh",
-        &rig.token(&TestKey::p256("trigger"), "ES256"),
+        &rig.token_of(&SigningKey::p256("trigger"), "ES256"),
     )
     .await;
     rig.denied(
@@ -263,21 +227,21 @@ async fn removed_key_stops_validating_even_cached_tokens() {
     rig.denied(
         Want::Invalid("unknown_kid"),
         "fresh token of the removed key",
-        &rig.token(&goes, "ES256"),
+        &rig.token_of(&goes, "ES256"),
     )
     .await;
-    assert_eq!(rig.status(&rig.token(&stays, "ES256")).await, 200);
+    assert_eq!(rig.status(&rig.token_of(&stays, "ES256")).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_jwks_entries_are_skipped_and_the_rest_load() {
-    let good_ec = TestKey::p256("good-ec");
-    let good_rsa = TestKey::rsa("good-rsa");
-    let enc = TestKey::rsa_other("enc");
-    let with_d = TestKey::p256("with-d");
-    let p384 = TestKey::p384("p384");
-    let okp = TestKey::ed25519("okp");
-    let jwk = |k: &TestKey, alg: Option<&str>, edit: &dyn Fn(&mut Value)| {
+    let good_ec = SigningKey::p256("good-ec");
+    let good_rsa = SigningKey::rsa("good-rsa");
+    let enc = SigningKey::rsa_other("enc");
+    let with_d = SigningKey::p256("with-d");
+    let p384 = SigningKey::p384("p384");
+    let okp = SigningKey::ed25519("okp");
+    let jwk = |k: &SigningKey, alg: Option<&str>, edit: &dyn Fn(&mut Value)| {
         let mut j = k.jwk();
         if let Some(a) = alg {
             j["alg"] = json!(a);
@@ -321,17 +285,13 @@ async fn unusable_jwks_entries_are_skipped_and_the_rest_load() {
         jwk(&good_rsa, Some("RS256"), &|_| {}),
         jwk(&good_rsa, Some("RS256"), &|j| j["kid"] = json!("good-ec")),
     ];
-    let issuer = Issuer::start(&[]).await;
-    issuer.set_jwks(json!({ "keys": entries }));
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "RS256, ES256", "", "")).await;
-    let rig = Rig {
-        issuer,
-        upstream,
-        gw,
-    };
-    assert_eq!(rig.status(&rig.token(&good_ec, "ES256")).await, 200);
-    assert_eq!(rig.status(&rig.token(&good_rsa, "RS256")).await, 200);
+    let backends = Backends::start(&[]).await;
+    backends.issuer.set_jwks(json!({ "keys": entries }));
+    let rig = backends
+        .gateway(|i, u| every_rule(i, u).edit_provider("test", |p| p.algorithms("RS256, ES256")))
+        .await;
+    assert_eq!(rig.status(&rig.token_of(&good_ec, "ES256")).await, 200);
+    assert_eq!(rig.status(&rig.token_of(&good_rsa, "RS256")).await, 200);
     let m = rig.gw.metrics().await;
     assert_eq!(
         metric(&m, r#"gateway_jwks_keys{provider="test"}"#),
@@ -341,112 +301,80 @@ async fn unusable_jwks_entries_are_skipped_and_the_rest_load() {
     let (ready, _) = rig.gw.admin_get("/readyz").await;
     assert_eq!(ready, 200);
 
-    let refused: Vec<(TestKey, &str, &str)> = vec![
+    let refused: Vec<(SigningKey, &str, &str)> = vec![
         (enc.clone(), "RS256", "use: enc"),
-        (with_kid(&enc, "enc-ops"), "RS256", "key_ops without verify"),
-        (with_kid(&good_rsa, "rsa-1024"), "RS256", "RSA 1024"),
+        (enc.with_kid("enc-ops"), "RS256", "key_ops without verify"),
+        (good_rsa.with_kid("rsa-1024"), "RS256", "RSA 1024"),
+        (good_ec.with_kid("short-x"), "ES256", "short EC coordinate"),
         (
-            with_kid(&good_ec, "short-x"),
-            "ES256",
-            "short EC coordinate",
-        ),
-        (
-            with_kid(&good_ec, "curve-mismatch"),
+            good_ec.with_kid("curve-mismatch"),
             "ES256",
             "alg ES384 on P-256",
         ),
         (with_d.clone(), "ES256", "entry with d"),
-        (with_kid(&good_ec, "oct"), "ES256", "oct key"),
-        (with_kid(&good_ec, "ed448"), "ES256", "Ed448"),
-        (with_kid(&good_ec, "p521"), "ES256", "P-521"),
+        (good_ec.with_kid("oct"), "ES256", "oct key"),
+        (good_ec.with_kid("ed448"), "ES256", "Ed448"),
+        (good_ec.with_kid("p521"), "ES256", "P-521"),
     ];
     for (key, alg, what) in refused {
-        rig.denied(Want::Invalid("unknown_kid"), what, &rig.token(&key, alg))
+        rig.denied(Want::Invalid("unknown_kid"), what, &rig.token_of(&key, alg))
             .await;
     }
     // Algorithms outside the allow-list are refused before a key is looked at.
     rig.denied(
         Want::Invalid("alg_not_allowed"),
         "ES384 key, ES384 not allowed",
-        &rig.token(&p384, "ES384"),
+        &rig.token_of(&p384, "ES384"),
     )
     .await;
     rig.denied(
         Want::Invalid("alg_not_allowed"),
         "EdDSA key, EdDSA not allowed",
-        &rig.token(&okp, "EdDSA"),
+        &rig.token_of(&okp, "EdDSA"),
     )
     .await;
 }
 
-fn discovery_yaml(issuer: &Issuer, upstream: &Upstream) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-providers:
-  - name: test
-    issuer: "{iss}"
-    discovery: true
-    allow_insecure_jwks_http: true
-    algorithms: [ES256]
-    audiences: ["orders-api"]
-    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth:
-      providers: [test]
-"#,
-        iss = issuer.iss(),
-        up = upstream.url(),
-    )
+/// Provider `test` finding its keys through `issuer`'s OIDC discovery, and `/api` behind it.
+fn discovery_config(issuer: &Issuer, upstream: &Upstream) -> Config {
+    Config::new()
+        .provider(provider(issuer).discovery())
+        .route(protected("api", "/api", &upstream.url()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_reads_jwks_uri() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&discovery_yaml(&issuer, &upstream)).await;
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
-    let r = gw.get("/api/x", Some(&token)).await;
+    let rig = Rig::start(discovery_config).await;
+    let r = rig.gw.get("/api/x", Some(&rig.token())).await;
     assert_eq!(r.status(), 200);
     assert!(
-        issuer.jwks_hits() >= 1,
+        rig.issuer.jwks_hits() >= 1,
         "keys came from the discovered jwks_uri"
     );
-    let (ready, _) = gw.admin_get("/readyz").await;
+    let (ready, _) = rig.gw.admin_get("/readyz").await;
     assert_eq!(ready, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_naming_another_issuer_is_refused() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let evil = Issuer::start(&[(&key, "ES256")]).await;
+    let backends = Backends::es256().await;
+    let evil = Issuer::start(&[(&backends.keys[0].0, "ES256")]).await;
     {
-        let mut state = issuer.state.lock().expect("issuer state");
+        let mut state = backends.issuer.state.lock().expect("issuer state");
         state.discovery = json!({"issuer": "https://evil.example", "jwks_uri": evil.jwks_url()});
     }
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&discovery_yaml(&issuer, &upstream)).await;
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
-    expect_denied(
-        &gw,
-        &upstream,
-        "api",
+    let rig = backends.gateway(discovery_config).await;
+    rig.denied(
         Want::Unavailable,
         "discovery document names another issuer",
-        gw.get("/api/x", Some(&token)),
+        &rig.token(),
     )
     .await;
-    let (ready, _) = gw.admin_get("/readyz").await;
+    let (ready, _) = rig.gw.admin_get("/readyz").await;
     assert_eq!(ready, 503);
     assert_eq!(evil.jwks_hits(), 0, "its jwks_uri was never fetched");
-    assert_eq!(issuer.jwks_hits(), 0);
-    let m = gw.metrics().await;
+    assert_eq!(rig.issuer.jwks_hits(), 0);
+    let m = rig.gw.metrics().await;
     assert!(
         metric(
             &m,
@@ -459,17 +387,16 @@ async fn discovery_naming_another_issuer_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_until_keys_exist() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    issuer.set_status(503);
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&auth_yaml(&issuer, &upstream, "ES256", "", "")).await;
+    let backends = Backends::es256().await;
+    backends.issuer.set_status(503);
+    let rig = backends.gateway(every_rule).await;
+    let gw = &rig.gw;
     let (ready, body) = gw.admin_get("/readyz").await;
     assert_eq!(ready, 503, "{body}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ready, body) = gw.admin_get("/readyz").await;
     assert_eq!(ready, 503, "still no keys after a failed fetch: {body}");
-    issuer.set_status(200);
+    rig.issuer.set_status(200);
     let mut waited = Duration::ZERO;
     loop {
         let (ready, _) = gw.admin_get("/readyz").await;
@@ -483,6 +410,5 @@ async fn readyz_is_503_until_keys_exist() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += Duration::from_millis(100);
     }
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
-    assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
+    assert_eq!(rig.status(&rig.token()).await, 200);
 }

@@ -1,15 +1,14 @@
 //! The contract's metric families after real traffic: present with their labels, counting exactly
 //! the requests sent; the verified-token cache observed through the hit/miss histogram.
 
-use crate::support::{basic_yaml, claims, metric, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::yaml::basic;
+use crate::support::{metric, Rig, SigningKey};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_counts_exactly_the_requests_sent() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let rig = Rig::start(basic).await;
+    let gw = &rig.gw;
+    let token = rig.token();
     for _ in 0..5 {
         assert_eq!(
             gw.get("/api/orders/42?x=1", Some(&token)).await.status(),
@@ -110,25 +109,18 @@ async fn every_family_counts_exactly_the_requests_sent() {
             "raw path in {line}"
         );
     }
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_tokens_never_evict_verified_ones() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256").replacen(
-        "providers:",
-        "token_cache:\n  max_entries: 2\nproviders:",
-        1,
-    );
-    let gw = TestGateway::start(&yaml).await;
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let rig = Rig::start(|i, u| basic(i, u).section("token_cache: { max_entries: 2 }")).await;
+    let gw = &rig.gw;
+    let token = rig.token();
     assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
-    let other = TestKey::p256("k1");
+    let other = SigningKey::p256("k1");
     for i in 0..200 {
-        let mut c = claims(&issuer.iss(), "orders-api");
+        let mut c = rig.claims();
         c["jti"] = serde_json::json!(format!("forged-{i}"));
         assert_eq!(
             gw.get("/api/x", Some(&other.mint("ES256", &c)))
@@ -148,20 +140,17 @@ async fn garbage_tokens_never_evict_verified_ones() {
         "still cached after the flood"
     );
     assert_eq!(metric(&m, "gateway_token_cache_entries"), Some(1.0));
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_token_stops_working_when_it_expires() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256")
-        .replace("    audiences:", "    clock_skew: 0s\n    audiences:");
-    let gw = TestGateway::start(&yaml).await;
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let rig =
+        Rig::start(|i, u| basic(i, u).edit_provider("test", |p| p.line("clock_skew: 0s"))).await;
+    let gw = &rig.gw;
+    let mut c = rig.claims();
     c["exp"] = serde_json::json!(crate::support::now() + 2);
-    let token = key.mint("ES256", &c);
+    let token = rig.mint(&c);
     assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
     assert_eq!(
         gw.get("/api/x", Some(&token)).await.status(),
@@ -175,5 +164,5 @@ async fn a_cached_token_stops_working_when_it_expires() {
         .to_str()
         .unwrap()
         .contains("expired"));
-    gw.stop().await;
+    rig.stop().await;
 }

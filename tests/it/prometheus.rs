@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::process::free_port;
-use crate::support::{basic_yaml, claims, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::yaml::basic;
+use crate::support::Rig;
 
 struct KillOnDrop(std::process::Child);
 
@@ -27,11 +28,9 @@ async fn query(port: u16, promql: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_gateway_and_promql_sees_the_traffic() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let rig = Rig::start(basic).await;
+    let gw = &rig.gw;
+    let token = rig.token();
     for _ in 0..7 {
         assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
     }
@@ -92,5 +91,5 @@ async fn prometheus_scrapes_the_gateway_and_promql_sees_the_traffic() {
         p99.is_some_and(|v| v > 0.0 && v < 1.0),
         "validation p99 {p99:?}"
     );
-    gw.stop().await;
+    rig.stop().await;
 }

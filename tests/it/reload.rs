@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{basic_yaml, claims, metric, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::yaml::{anonymous, basic, server, Config};
+use crate::support::{metric, Issuer, Rig, Upstream};
 
 fn hits(m: &str, cache: &str) -> f64 {
     metric(
@@ -27,17 +28,15 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-fn with_extra_route(yaml: &str, upstream: &Upstream) -> String {
-    format!("{yaml}  - name: added\n    match: {{ path_prefix: /added }}\n    upstream: \"{}\"\n    auth: anonymous\n", upstream.url())
+/// `basic`, and an anonymous route `/added`.
+fn with_added_route(issuer: &Issuer, upstream: &Upstream) -> Config {
+    basic(issuer, upstream).route(anonymous("added", "/added", &upstream.url()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_file_is_reloaded_and_a_broken_one_drops_nothing() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256");
-    let gw = TestGateway::start(&yaml).await;
+    let rig = Rig::start(basic).await;
+    let (gw, issuer, upstream) = (&rig.gw, &rig.issuer, &rig.upstream);
     let stop = CancellationToken::new();
     tokio::spawn(jwt_gateway::reload::watch_config(
         gw.gateway.clone(),
@@ -47,7 +46,7 @@ async fn a_changed_file_is_reloaded_and_a_broken_one_drops_nothing() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(gw.get("/added/x", None).await.status(), 404);
 
-    std::fs::write(gw.config_path(), with_extra_route(&yaml, &upstream)).unwrap();
+    std::fs::write(gw.config_path(), with_added_route(issuer, upstream).yaml()).unwrap();
     eventually("the new route serves", async || {
         gw.get("/added/x", None).await.status() == 200
     })
@@ -61,7 +60,7 @@ async fn a_changed_file_is_reloaded_and_a_broken_one_drops_nothing() {
     );
 
     // Traffic runs while a broken config lands: not one request may fail.
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let token = rig.token();
     let failures = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(AtomicUsize::new(0));
     let traffic = {
@@ -115,23 +114,21 @@ async fn a_changed_file_is_reloaded_and_a_broken_one_drops_nothing() {
         "the previous config keeps serving"
     );
     stop.cancel();
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_requests_finish_on_the_config_they_started_with() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256");
-    let gw = TestGateway::start(&with_extra_route(&yaml, &upstream)).await;
+    let rig = Rig::start(with_added_route).await;
+    let (gw, issuer, upstream) = (&rig.gw, &rig.issuer, &rig.upstream);
     let slow = {
         let (client, url) = (gw.client(), gw.url("/added/slow/800"));
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let config = jwt_gateway::config::compile_str(&yaml, gw.dir.path()).unwrap();
-    gw.gateway.reload(config).await.unwrap();
+    let without = basic(issuer, upstream).yaml();
+    let compiled = jwt_gateway::config::compile_str(&without, gw.dir.path()).unwrap();
+    gw.gateway.reload(compiled).await.unwrap();
     assert_eq!(
         gw.get("/added/x", None).await.status(),
         404,
@@ -142,27 +139,23 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
         200,
         "the request in flight finished"
     );
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256");
-    let gw = TestGateway::start(&yaml).await;
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let rig = Rig::start(basic).await;
+    let (gw, issuer, upstream) = (&rig.gw, &rig.issuer, &rig.upstream);
+    let token = rig.token();
     assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
     let fetches = issuer.jwks_hits();
     let m = gw.metrics().await;
     assert_eq!((hits(&m, "miss"), hits(&m, "hit")), (1.0, 0.0));
 
     // Only routes change: the provider keeps its keys and the token stays cached.
-    let config =
-        jwt_gateway::config::compile_str(&with_extra_route(&yaml, &upstream), gw.dir.path())
-            .unwrap();
-    gw.gateway.reload(config).await.unwrap();
+    let added = with_added_route(issuer, upstream).yaml();
+    let compiled = jwt_gateway::config::compile_str(&added, gw.dir.path()).unwrap();
+    gw.gateway.reload(compiled).await.unwrap();
     assert_eq!(gw.get("/api/x", Some(&token)).await.status(), 200);
     let m = gw.metrics().await;
     assert_eq!((hits(&m, "miss"), hits(&m, "hit")), (1.0, 1.0));
@@ -173,12 +166,9 @@ async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
     );
 
     // The provider's settings change: its cached tokens must be verified again under them.
-    let changed = yaml.replace(
-        "audiences: [\"orders-api\"]",
-        "audiences: [\"billing-api\"]",
-    );
-    let config = jwt_gateway::config::compile_str(&changed, gw.dir.path()).unwrap();
-    gw.gateway.reload(config).await.unwrap();
+    let changed = basic(issuer, upstream).edit_provider("test", |p| p.audiences(&["billing-api"]));
+    let compiled = jwt_gateway::config::compile_str(&changed.yaml(), gw.dir.path()).unwrap();
+    gw.gateway.reload(compiled).await.unwrap();
     let r = gw.get("/api/x", Some(&token)).await;
     assert_eq!(
         r.status(),
@@ -186,19 +176,13 @@ async fn unchanged_providers_keep_keys_and_cache_changed_ones_start_fresh() {
         "the new audience rule applies to a token cached before"
     );
     assert!(hits(&gw.metrics().await, "miss") >= 2.0);
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_rereads_the_tls_certificate() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(
-        "  insecure_plaintext: true\n",
-        "  tls: { cert_file: gateway.crt, key_file: gateway.key }\n",
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let rig = Rig::start(|i, u| basic(i, u).server(server().tls())).await;
+    let gw = &rig.gw;
     let trusting = |ca_der: &rustls_pki_types::CertificateDer<'static>| {
         reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_der(ca_der).unwrap()])
@@ -237,5 +221,5 @@ async fn a_reload_rereads_the_tls_certificate() {
         trusting(&gw.pki.ca_der).get(&url).send().await.is_err(),
         "the old certificate is gone"
     );
-    gw.stop().await;
+    rig.stop().await;
 }

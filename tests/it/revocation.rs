@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::redis::RedisServer;
-use crate::support::{
-    claims, metric, now, test_provider_yaml, Issuer, TestGateway, TestKey, Upstream,
-};
+use crate::support::yaml::{protected, provider, Config};
+use crate::support::{claims, metric, now, Issuer, Rig, SigningKey, TestGateway, Upstream};
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
@@ -18,26 +17,19 @@ fn set_admin_env() {
     ONCE.call_once(|| std::env::set_var("JWT_GATEWAY_TEST_ADMIN_TOKEN", ADMIN_TOKEN));
 }
 
-fn yaml(issuer: &Issuer, upstream: &Upstream, revocation: &str) -> String {
+/// Provider `test` trusting `issuer`, `/api` behind it, and the revocation `backend` (the lines
+/// under `revocation:`), with no admin token.
+fn without_admin_token(issuer: &Issuer, upstream: &Upstream, backend: &str) -> Config {
+    Config::new()
+        .provider(provider(issuer))
+        .route(protected("api", "/api", &upstream.url()))
+        .revocation(backend)
+}
+
+/// `without_admin_token`, and the admin API behind `ADMIN_TOKEN`.
+fn revocation_config(issuer: &Issuer, upstream: &Upstream, backend: &str) -> Config {
     set_admin_env();
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-admin:
-  token_env: JWT_GATEWAY_TEST_ADMIN_TOKEN
-providers:
-{provider}routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-revocation:
-{revocation}
-"#,
-        provider = test_provider_yaml(issuer, "ES256"),
-        up = upstream.url(),
-    )
+    without_admin_token(issuer, upstream, backend).admin("token_env: JWT_GATEWAY_TEST_ADMIN_TOKEN")
 }
 
 async fn admin(
@@ -102,15 +94,13 @@ async fn status_of(gw: &TestGateway, token: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_requires_the_token_and_a_well_formed_body() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let rig = Rig::start(|i, u| revocation_config(i, u, "backend: memory")).await;
+    let (gw, issuer) = (&rig.gw, &rig.issuer);
     let body = json!({"jti": "abc", "exp": now() + 60});
 
-    assert_eq!(post_revocation(&gw, body.clone(), None).await.0, 401);
+    assert_eq!(post_revocation(gw, body.clone(), None).await.0, 401);
     assert_eq!(
-        post_revocation(&gw, body.clone(), Some("wrong")).await.0,
+        post_revocation(gw, body.clone(), Some("wrong")).await.0,
         401
     );
     for bad in [
@@ -120,11 +110,11 @@ async fn admin_api_requires_the_token_and_a_well_formed_body() {
         json!([1]),
         json!({"sub": "u", "exp": 3}),
     ] {
-        assert_eq!(post_revocation(&gw, bad, Some(ADMIN_TOKEN)).await.0, 400);
+        assert_eq!(post_revocation(gw, bad, Some(ADMIN_TOKEN)).await.0, 400);
     }
     assert_eq!(
         post_revocation(
-            &gw,
+            gw,
             json!({"sub": "alice", "not_before": now(), "iss": format!("{}/", issuer.iss())}),
             Some(ADMIN_TOKEN)
         )
@@ -133,37 +123,35 @@ async fn admin_api_requires_the_token_and_a_well_formed_body() {
         400,
         "iss names no configured provider (a trailing-slash typo)"
     );
-    let list = list_revocations(&gw).await;
+    let list = list_revocations(gw).await;
     assert_eq!(list, json!([]), "refused calls changed nothing");
 
-    let (status, entry) = post_revocation(&gw, body, Some(ADMIN_TOKEN)).await;
+    let (status, entry) = post_revocation(gw, body, Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 201);
     assert_eq!(entry["jti"], "abc");
     let id = entry["id"].as_str().expect("id").to_string();
     for token in [None, Some("wrong")] {
-        let (status, body) = admin(&gw, reqwest::Method::GET, "/revocations", None, token).await;
+        let (status, body) = admin(gw, reqwest::Method::GET, "/revocations", None, token).await;
         assert_eq!(status, 401, "listing needs the admin token too");
         assert!(!body.to_string().contains("abc"), "{body}");
     }
-    assert_eq!(delete_revocation(&gw, &id, None).await, 401);
-    assert_eq!(delete_revocation(&gw, &id, Some(ADMIN_TOKEN)).await, 204);
-    assert_eq!(delete_revocation(&gw, &id, Some(ADMIN_TOKEN)).await, 404);
-    gw.stop().await;
+    assert_eq!(delete_revocation(gw, &id, None).await, 401);
+    assert_eq!(delete_revocation(gw, &id, Some(ADMIN_TOKEN)).await, 204);
+    assert_eq!(delete_revocation(gw, &id, Some(ADMIN_TOKEN)).await, 404);
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_are_refused_even_when_cached() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
-    let c = claims(&issuer.iss(), "orders-api");
-    let token = key.mint("ES256", &c);
-    assert_eq!(status_of(&gw, &token).await, 200);
-    assert_eq!(status_of(&gw, &token).await, 200, "now cached");
+    let rig = Rig::start(|i, u| revocation_config(i, u, "backend: memory")).await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
+    let c = rig.claims();
+    let token = rig.mint(&c);
+    assert_eq!(status_of(gw, &token).await, 200);
+    assert_eq!(status_of(gw, &token).await, 200, "now cached");
     let seen = upstream.requests();
 
-    let (status, entry) = revoke_jti(&gw, &c).await;
+    let (status, entry) = revoke_jti(gw, &c).await;
     assert_eq!(status, 201);
     let r = gw.get("/api/x", Some(&token)).await;
     assert_eq!(r.status(), 401);
@@ -190,10 +178,10 @@ async fn revoked_tokens_are_refused_even_when_cached() {
     );
 
     // "Log out everywhere": tokens of alice issued before now are refused, newer ones pass.
-    let other = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
-    assert_eq!(status_of(&gw, &other).await, 200);
+    let other = rig.token();
+    assert_eq!(status_of(gw, &other).await, 200);
     let (status, _) = admin(
-        &gw,
+        gw,
         reqwest::Method::POST,
         "/revocations",
         Some(json!({"sub": "alice", "not_before": now() + 1})),
@@ -201,37 +189,35 @@ async fn revoked_tokens_are_refused_even_when_cached() {
     )
     .await;
     assert_eq!(status, 201);
-    assert_eq!(status_of(&gw, &other).await, 401);
-    let mut fresh = claims(&issuer.iss(), "orders-api");
+    assert_eq!(status_of(gw, &other).await, 401);
+    let mut fresh = rig.claims();
     fresh["iat"] = json!(now() + 2);
     fresh["nbf"] = json!(now());
     assert_eq!(
-        status_of(&gw, &key.mint("ES256", &fresh)).await,
+        status_of(gw, &rig.mint(&fresh)).await,
         200,
         "issued after not_before"
     );
 
     let id = entry["id"].as_str().unwrap();
-    assert_eq!(delete_revocation(&gw, id, Some(ADMIN_TOKEN)).await, 204);
-    gw.stop().await;
+    assert_eq!(delete_revocation(gw, id, Some(ADMIN_TOKEN)).await, 204);
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("revocations.jsonl");
-    let section = format!("  backend: memory\n  file: {}", file.display());
-    let c = claims(&issuer.iss(), "orders-api");
-    let token = key.mint("ES256", &c);
+    let section = format!("backend: memory\nfile: {}", file.display());
+    let rig = Rig::start(|i, u| revocation_config(i, u, &section)).await;
+    let c = rig.claims();
+    let token = rig.mint(&c);
 
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
-    assert_eq!(revoke_jti(&gw, &c).await.0, 201);
+    let gw = &rig.gw;
+    assert_eq!(revoke_jti(gw, &c).await.0, 201);
     assert_eq!(
         post_revocation(
-            &gw,
+            gw,
             json!({"jti": "long-gone", "exp": 1000}),
             Some(ADMIN_TOKEN)
         )
@@ -239,16 +225,16 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
         .0,
         201
     );
-    assert_eq!(status_of(&gw, &token).await, 401);
-    gw.stop().await;
+    assert_eq!(status_of(gw, &token).await, 401);
 
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let rig = rig.restart().await;
+    let gw = &rig.gw;
     assert_eq!(
-        status_of(&gw, &token).await,
+        status_of(gw, &token).await,
         401,
         "the revocation survived the restart"
     );
-    let list = list_revocations(&gw).await;
+    let list = list_revocations(gw).await;
     assert_eq!(
         list.as_array().map(Vec::len),
         Some(1),
@@ -256,35 +242,32 @@ async fn file_backend_survives_a_restart_and_compacts_expired_entries() {
     );
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains("long-gone"));
-    gw.stop().await;
+    rig.stop().await;
 }
 
 /// A token passes until `exp` plus the provider's `clock_skew` (30s by default): its jti entry must
 /// not be compacted away at `exp`, or a restart in that window lets the revoked token back in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jti_entry_outlives_exp_while_the_skew_still_admits_its_token() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("revocations.jsonl");
-    let section = format!("  backend: memory\n  file: {}", file.display());
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let section = format!("backend: memory\nfile: {}", file.display());
+    let rig = Rig::start(|i, u| revocation_config(i, u, &section)).await;
+    let mut c = rig.claims();
     c["exp"] = json!(now() - 5);
-    let token = key.mint("ES256", &c);
+    let token = rig.mint(&c);
 
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
-    assert_eq!(status_of(&gw, &token).await, 200, "within the 30s skew");
-    let (status, entry) = post_revocation(&gw, json!({"token": token}), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status_of(&rig.gw, &token).await, 200, "within the 30s skew");
+    let (status, entry) =
+        post_revocation(&rig.gw, json!({"token": token}), Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 201, "{entry}");
     assert_eq!(entry["exp"], c["exp"]);
-    gw.stop().await;
 
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
-    let seen = upstream.requests();
-    assert_eq!(status_of(&gw, &token).await, 401, "kept past exp");
-    assert_eq!(upstream.requests(), seen);
-    gw.stop().await;
+    let rig = rig.restart().await;
+    let seen = rig.upstream.requests();
+    assert_eq!(status_of(&rig.gw, &token).await, 401, "kept past exp");
+    assert_eq!(rig.upstream.requests(), seen);
+    rig.stop().await;
 }
 
 async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
@@ -303,13 +286,11 @@ async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
     let mut redis = RedisServer::start();
-    let section = format!("  backend: redis\n  redis_url: \"{}\"", redis.url());
-    let a = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
-    let b = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let section = format!("backend: redis\nredis_url: \"{}\"", redis.url());
+    let rig = Rig::start(|i, u| revocation_config(i, u, &section)).await;
+    let a = &rig.gw;
+    let b = rig.another().await;
     wait_for(
         "both instances connect",
         Duration::from_secs(5),
@@ -320,10 +301,10 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
     )
     .await;
 
-    let c1 = claims(&issuer.iss(), "orders-api");
-    let t1 = key.mint("ES256", &c1);
+    let c1 = rig.claims();
+    let t1 = rig.mint(&c1);
     assert_eq!(status_of(&b, &t1).await, 200);
-    let (status, _) = revoke_jti(&a, &c1).await;
+    let (status, _) = revoke_jti(a, &c1).await;
     assert_eq!(status, 201);
     let took = wait_for(
         "B refuses the token revoked through A",
@@ -335,16 +316,16 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
 
     // Redis dies: writes are refused (503, nothing stored), known revocations keep holding.
     redis.kill();
-    let c2 = claims(&issuer.iss(), "orders-api");
-    let t2 = key.mint("ES256", &c2);
-    let (status, _) = revoke_jti(&a, &c2).await;
+    let c2 = rig.claims();
+    let t2 = rig.mint(&c2);
+    let (status, _) = revoke_jti(a, &c2).await;
     assert_eq!(status, 503);
     for _ in 0..20 {
-        assert_eq!(status_of(&a, &t1).await, 401);
+        assert_eq!(status_of(a, &t1).await, 401);
         assert_eq!(status_of(&b, &t1).await, 401);
     }
     assert_eq!(
-        status_of(&a, &t2).await,
+        status_of(a, &t2).await,
         200,
         "the refused revocation was not applied"
     );
@@ -370,7 +351,7 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
             && b.admin_get("/readyz").await.1.contains("connected")
     })
     .await;
-    let c = TestGateway::start(&yaml(&issuer, &upstream, &section)).await;
+    let c = rig.another().await;
     wait_for(
         "a new instance learns the revocation from Redis",
         Duration::from_secs(5),
@@ -382,20 +363,19 @@ async fn a_fleet_shares_revocations_through_redis_and_survives_redis_restarts() 
     wait_for(
         "A refuses the token revoked through B",
         Duration::from_secs(1),
-        async || status_of(&a, &t2).await == 401,
+        async || status_of(a, &t2).await == 401,
     )
     .await;
-    for gw in [a, b, c] {
+    for gw in [b, c] {
         gw.stop().await;
     }
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_revoke_command_drives_the_admin_api() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let rig = Rig::start(|i, u| revocation_config(i, u, "backend: memory")).await;
+    let gw = &rig.gw;
     let admin_url = format!("http://{}", gw.admin);
     let cmd = |token_env: &'static str, args: Vec<String>| {
         let admin_url = admin_url.clone();
@@ -444,7 +424,7 @@ async fn the_revoke_command_drives_the_admin_api() {
         .await
         .unwrap();
     assert!(removed.status.success());
-    gw.stop().await;
+    rig.stop().await;
 }
 
 fn revoke_cmd(admin_url: &str, token_env: &str, args: &[String]) -> std::process::Output {
@@ -457,11 +437,17 @@ fn revoke_cmd(admin_url: &str, token_env: &str, args: &[String]) -> std::process
 }
 
 /// Two providers (`test` for `a`, `other` for `b`) trusted by one route.
-fn two_issuer_yaml(a: &Issuer, b: &Issuer, upstream: &Upstream, revocation: &str) -> String {
-    let other = test_provider_yaml(b, "ES256").replace("name: test", "name: other");
-    yaml(a, upstream, revocation)
-        .replace("routes:\n", &format!("{other}routes:\n"))
-        .replace("providers: [test]", "providers: [test, other]")
+fn two_issuer_config(a: &Issuer, b: &Issuer, upstream: &Upstream, backend: &str) -> Config {
+    revocation_config(a, upstream, backend)
+        .provider(provider(b).name("other"))
+        .edit_route("api", |r| r.providers(&["test", "other"]))
+}
+
+/// A token of `sub` at `iss`, signed by `key`, and its claims.
+fn token_for(key: &SigningKey, iss: &Issuer, sub: &str) -> (String, Value) {
+    let mut c = claims(&iss.iss(), "orders-api");
+    c["sub"] = json!(sub);
+    (key.mint("ES256", &c), c)
 }
 
 fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
@@ -482,45 +468,41 @@ fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
 /// that same second (`iat == not_before`), cached or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_13_a_subject_revocation_covers_its_own_second() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
+    let rig = Rig::start(|i, u| revocation_config(i, u, "backend: memory")).await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
     let t = now();
-    let mut same = claims(&issuer.iss(), "orders-api");
+    let mut same = rig.claims();
     same["iat"] = json!(t);
-    let same = key.mint("ES256", &same);
-    let mut later = claims(&issuer.iss(), "orders-api");
+    let same = rig.mint(&same);
+    let mut later = rig.claims();
     later["iat"] = json!(t + 1);
-    let later = key.mint("ES256", &later);
+    let later = rig.mint(&later);
     assert_eq!(
-        status_of(&gw, &same).await,
+        status_of(gw, &same).await,
         200,
         "cached before the revocation"
     );
 
     let (status, _) = post_revocation(
-        &gw,
+        gw,
         json!({"sub": "alice", "not_before": t}),
         Some(ADMIN_TOKEN),
     )
     .await;
     assert_eq!(status, 201);
     let seen = upstream.requests();
-    assert_eq!(status_of(&gw, &same).await, 401, "iat == not_before");
+    assert_eq!(status_of(gw, &same).await, 401, "iat == not_before");
     assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
-    assert_eq!(status_of(&gw, &later).await, 200, "issued a second later");
-    gw.stop().await;
+    assert_eq!(status_of(gw, &later).await, 200, "issued a second later");
+    rig.stop().await;
 }
 
 /// `iss` scopes an entry to one provider; entries without it (old file lines included) hold for
 /// every provider, and the scoping survives a restart of the file backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_revocations_hold_only_for_their_issuer_and_survive_a_restart() {
-    let (ka, kb) = (TestKey::p256("k1"), TestKey::p256("k1"));
-    let a = Issuer::start(&[(&ka, "ES256")]).await;
+    let kb = SigningKey::p256("k1");
     let b = Issuer::start(&[(&kb, "ES256")]).await;
-    let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("revocations.jsonl");
     // A line written before entries could carry `iss`: it must still load, for every provider.
@@ -532,35 +514,31 @@ async fn scoped_revocations_hold_only_for_their_issuer_and_survive_a_restart() {
         ),
     )
     .unwrap();
-    let section = format!("  backend: memory\n  file: {}", file.display());
-    let config = two_issuer_yaml(&a, &b, &upstream, &section);
-    let mint = |key: &TestKey, iss: &Issuer, sub: &str| {
-        let mut c = claims(&iss.iss(), "orders-api");
-        c["sub"] = json!(sub);
-        (key.mint("ES256", &c), c)
-    };
-    let (alice_a, _) = mint(&ka, &a, "alice");
-    let (alice_b, alice_b_claims) = mint(&kb, &b, "alice");
-    let (bob_a, _) = mint(&ka, &a, "bob");
-    let (bob_b, _) = mint(&kb, &b, "bob");
+    let section = format!("backend: memory\nfile: {}", file.display());
+    let rig = Rig::start(|a, u| two_issuer_config(a, &b, u, &section)).await;
+    let (ka, a) = (rig.key(), &rig.issuer);
+    let (alice_a, _) = token_for(ka, a, "alice");
+    let (alice_b, alice_b_claims) = token_for(&kb, &b, "alice");
+    let (bob_a, _) = token_for(ka, a, "bob");
+    let (bob_b, _) = token_for(&kb, &b, "bob");
 
-    let gw = TestGateway::start(&config).await;
+    let gw = &rig.gw;
     assert_eq!(
-        status_of(&gw, &bob_a).await,
+        status_of(gw, &bob_a).await,
         401,
         "old unscoped line, issuer a"
     );
     assert_eq!(
-        status_of(&gw, &bob_b).await,
+        status_of(gw, &bob_b).await,
         401,
         "old unscoped line, issuer b"
     );
-    assert_eq!(status_of(&gw, &alice_a).await, 200);
-    assert_eq!(status_of(&gw, &alice_b).await, 200);
-    let seen = upstream.requests();
+    assert_eq!(status_of(gw, &alice_a).await, 200);
+    assert_eq!(status_of(gw, &alice_b).await, 200);
+    let seen = rig.upstream.requests();
 
     let (status, entry) = post_revocation(
-        &gw,
+        gw,
         json!({"sub": "alice", "iss": a.iss(), "not_before": now() + 5}),
         Some(ADMIN_TOKEN),
     )
@@ -569,59 +547,54 @@ async fn scoped_revocations_hold_only_for_their_issuer_and_survive_a_restart() {
     assert_eq!(entry["iss"], json!(a.iss()));
     // The jti of b's token, scoped to a: it must not touch b's token.
     let (status, _) = post_revocation(
-        &gw,
+        gw,
         json!({"jti": alice_b_claims["jti"], "exp": alice_b_claims["exp"], "iss": a.iss()}),
         Some(ADMIN_TOKEN),
     )
     .await;
     assert_eq!(status, 201);
-    assert_eq!(status_of(&gw, &alice_a).await, 401, "scoped to a");
-    assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
+    assert_eq!(status_of(gw, &alice_a).await, 401, "scoped to a");
+    assert_eq!(rig.upstream.requests(), seen, "the upstream saw nothing");
     assert_eq!(
-        status_of(&gw, &alice_b).await,
+        status_of(gw, &alice_b).await,
         200,
         "b's alice is someone else"
     );
-    gw.stop().await;
 
-    let gw = TestGateway::start(&config).await;
-    assert_eq!(
-        list_revocations(&gw).await.as_array().map(Vec::len),
-        Some(3)
-    );
-    let seen = upstream.requests();
-    assert_eq!(status_of(&gw, &alice_a).await, 401, "after the restart");
-    assert_eq!(status_of(&gw, &bob_b).await, 401);
-    assert_eq!(upstream.requests(), seen);
-    assert_eq!(status_of(&gw, &alice_b).await, 200);
-    gw.stop().await;
+    let rig = rig.restart().await;
+    let gw = &rig.gw;
+    assert_eq!(list_revocations(gw).await.as_array().map(Vec::len), Some(3));
+    let seen = rig.upstream.requests();
+    assert_eq!(status_of(gw, &alice_a).await, 401, "after the restart");
+    assert_eq!(status_of(gw, &bob_b).await, 401);
+    assert_eq!(rig.upstream.requests(), seen);
+    assert_eq!(status_of(gw, &alice_b).await, 200);
+    rig.stop().await;
 }
 
 /// `{"token": ...}`: verified like the proxy verifies it, revoked by `jti` for its issuer until its
 /// `exp`; everything that does not verify is a 400 that stores nothing and never echoes the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_posted_token_is_verified_and_revoked_by_its_jti() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, "  backend: memory")).await;
-    let c = claims(&issuer.iss(), "orders-api");
-    let token = key.mint("ES256", &c);
-    let sibling = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
-    assert_eq!(status_of(&gw, &token).await, 200, "now cached");
+    let rig = Rig::start(|i, u| revocation_config(i, u, "backend: memory")).await;
+    let (gw, issuer, upstream) = (&rig.gw, &rig.issuer, &rig.upstream);
+    let c = rig.claims();
+    let token = rig.mint(&c);
+    let sibling = rig.token();
+    assert_eq!(status_of(gw, &token).await, 200, "now cached");
 
-    let forged = TestKey::p256("k1").mint("ES256", &c);
-    let mut no_jti = claims(&issuer.iss(), "orders-api");
+    let forged = SigningKey::p256("k1").mint("ES256", &c);
+    let mut no_jti = rig.claims();
     no_jti.as_object_mut().unwrap().remove("jti");
-    let no_jti = key.mint("ES256", &no_jti);
-    let mut expired = claims(&issuer.iss(), "orders-api");
+    let no_jti = rig.mint(&no_jti);
+    let mut expired = rig.claims();
     expired["iat"] = json!(now() - 7200);
     expired["nbf"] = json!(now() - 7200);
     expired["exp"] = json!(now() - 3600);
-    let expired = key.mint("ES256", &expired);
-    let mut stranger = claims(&issuer.iss(), "orders-api");
+    let expired = rig.mint(&expired);
+    let mut stranger = rig.claims();
     stranger["iss"] = json!("https://stranger.example");
-    let stranger = key.mint("ES256", &stranger);
+    let stranger = rig.mint(&stranger);
     for (bad, why) in [
         (&forged, "signature"),
         (&no_jti, "jti"),
@@ -629,7 +602,7 @@ async fn a_posted_token_is_verified_and_revoked_by_its_jti() {
         (&stranger, "does not verify"),
         (&"not.a.token".to_string(), "does not verify"),
     ] {
-        let (status, body) = post_revocation(&gw, json!({"token": bad}), Some(ADMIN_TOKEN)).await;
+        let (status, body) = post_revocation(gw, json!({"token": bad}), Some(ADMIN_TOKEN)).await;
         assert_eq!(status, 400, "{why}: {body}");
         let text = body.to_string();
         let description = body["error_description"].as_str().unwrap_or("");
@@ -644,50 +617,42 @@ async fn a_posted_token_is_verified_and_revoked_by_its_jti() {
         );
     }
     assert_eq!(
-        post_revocation(&gw, json!({"token": token}), None).await.0,
+        post_revocation(gw, json!({"token": token}), None).await.0,
         401
     );
-    assert_eq!(
-        list_revocations(&gw).await,
-        json!([]),
-        "400s stored nothing"
-    );
+    assert_eq!(list_revocations(gw).await, json!([]), "400s stored nothing");
 
-    let (status, entry) = post_revocation(&gw, json!({"token": token}), Some(ADMIN_TOKEN)).await;
+    let (status, entry) = post_revocation(gw, json!({"token": token}), Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 201, "{entry}");
     assert_eq!(entry["jti"], c["jti"]);
     assert_eq!(entry["exp"], c["exp"]);
     assert_eq!(entry["iss"], json!(issuer.iss()));
     assert!(entry.get("token").is_none() && !entry.to_string().contains(&token));
     let seen = upstream.requests();
-    assert_eq!(status_of(&gw, &token).await, 401, "revoked while cached");
+    assert_eq!(status_of(gw, &token).await, 401, "revoked while cached");
     assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
-    assert_eq!(status_of(&gw, &sibling).await, 200, "only that token");
-    assert_eq!(
-        list_revocations(&gw).await.as_array().map(Vec::len),
-        Some(1)
-    );
-    gw.stop().await;
+    assert_eq!(status_of(gw, &sibling).await, 200, "only that token");
+    assert_eq!(list_revocations(gw).await.as_array().map(Vec::len), Some(1));
+    rig.stop().await;
 }
 
 /// Scoped entries travel through Redis like any other; entries Redis holds from before `iss`
 /// existed still load and hold for every provider.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_and_old_entries_travel_through_redis() {
-    let (ka, kb) = (TestKey::p256("k1"), TestKey::p256("k1"));
-    let a = Issuer::start(&[(&ka, "ES256")]).await;
+    let kb = SigningKey::p256("k1");
     let b = Issuer::start(&[(&kb, "ES256")]).await;
-    let upstream = Upstream::start().await;
     let redis = RedisServer::start();
     let old = json!({"id": "old1", "sub": "bob", "not_before": now() + 5, "created_at": 1});
     redis_cli(
         &redis,
         &["HSET", "jwt-gateway:revocations", "old1", &old.to_string()],
     );
-    let section = format!("  backend: redis\n  redis_url: \"{}\"", redis.url());
-    let config = two_issuer_yaml(&a, &b, &upstream, &section);
-    let one = TestGateway::start(&config).await;
-    let two = TestGateway::start(&config).await;
+    let section = format!("backend: redis\nredis_url: \"{}\"", redis.url());
+    let rig = Rig::start(|a, u| two_issuer_config(a, &b, u, &section)).await;
+    let (ka, a) = (rig.key(), &rig.issuer);
+    let one = &rig.gw;
+    let two = rig.another().await;
     wait_for(
         "both instances connect",
         Duration::from_secs(5),
@@ -697,13 +662,9 @@ async fn scoped_and_old_entries_travel_through_redis() {
         },
     )
     .await;
-    let mint = |key: &TestKey, iss: &Issuer, sub: &str| {
-        let mut c = claims(&iss.iss(), "orders-api");
-        c["sub"] = json!(sub);
-        key.mint("ES256", &c)
-    };
+    let mint = |key: &SigningKey, iss: &Issuer, sub: &str| token_for(key, iss, sub).0;
     assert_eq!(
-        status_of(&two, &mint(&ka, &a, "bob")).await,
+        status_of(&two, &mint(ka, a, "bob")).await,
         401,
         "old entry, a"
     );
@@ -713,26 +674,26 @@ async fn scoped_and_old_entries_travel_through_redis() {
         "old entry, b"
     );
 
-    let (carol_a, carol_b) = (mint(&ka, &a, "carol"), mint(&kb, &b, "carol"));
-    let alice_a = mint(&ka, &a, "alice");
+    let (carol_a, carol_b) = (mint(ka, a, "carol"), mint(&kb, &b, "carol"));
+    let alice_a = mint(ka, a, "alice");
     assert_eq!(status_of(&two, &alice_a).await, 200);
     let (status, _) = post_revocation(
-        &one,
+        one,
         json!({"sub": "carol", "iss": b.iss(), "not_before": now() + 5}),
         Some(ADMIN_TOKEN),
     )
     .await;
     assert_eq!(status, 201);
-    let (status, entry) = post_revocation(&one, json!({"token": alice_a}), Some(ADMIN_TOKEN)).await;
+    let (status, entry) = post_revocation(one, json!({"token": alice_a}), Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 201);
-    let seen = upstream.requests();
+    let seen = rig.upstream.requests();
     wait_for(
         "the other instance applies both",
         Duration::from_secs(1),
         async || status_of(&two, &carol_b).await == 401 && status_of(&two, &alice_a).await == 401,
     )
     .await;
-    assert_eq!(upstream.requests(), seen, "the upstream saw nothing");
+    assert_eq!(rig.upstream.requests(), seen, "the upstream saw nothing");
     assert_eq!(
         status_of(&two, &carol_a).await,
         200,
@@ -748,27 +709,22 @@ async fn scoped_and_old_entries_travel_through_redis() {
     );
     assert!(stored.contains(&a.iss()), "Redis holds the scope: {stored}");
     assert!(!stored.contains(&alice_a), "never the token: {stored}");
-    for gw in [one, two] {
-        gw.stop().await;
-    }
+    two.stop().await;
+    rig.stop().await;
 }
 
 /// Without `admin.token_env` every call under `/revocations`, listing included, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_admin_token_nothing_under_revocations_is_served() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let config = yaml(&issuer, &upstream, "  backend: memory")
-        .replace("admin:\n  token_env: JWT_GATEWAY_TEST_ADMIN_TOKEN\n", "");
-    assert!(!config.contains("token_env"));
-    let gw = TestGateway::start(&config).await;
+    let rig = Rig::start(|i, u| without_admin_token(i, u, "backend: memory")).await;
+    assert!(!rig.config.yaml().contains("token_env"));
+    let gw = &rig.gw;
     for token in [None, Some(ADMIN_TOKEN)] {
-        let (status, _) = admin(&gw, reqwest::Method::GET, "/revocations", None, token).await;
+        let (status, _) = admin(gw, reqwest::Method::GET, "/revocations", None, token).await;
         assert_eq!(status, 401);
         let body = json!({"sub": "alice", "not_before": now()});
-        assert_eq!(post_revocation(&gw, body, token).await.0, 401);
+        assert_eq!(post_revocation(gw, body, token).await.0, 401);
     }
     assert!(gw.gateway.revocations.entries().is_empty());
-    gw.stop().await;
+    rig.stop().await;
 }

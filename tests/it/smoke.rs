@@ -2,14 +2,13 @@
 
 use serde_json::json;
 
-use crate::support::{basic_yaml, claims, metric, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::yaml::basic;
+use crate::support::{metric, Rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_allowed_unauthorized_forbidden() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&basic_yaml(&issuer, &upstream, "ES256")).await;
+    let rig = Rig::start(basic).await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
 
     let r = gw.get("/public/x", None).await;
     assert_eq!(r.status(), 200);
@@ -27,7 +26,7 @@ async fn anonymous_allowed_unauthorized_forbidden() {
         "a denied request never reaches the upstream"
     );
 
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let token = rig.token();
     let r = gw
         .client()
         .get(gw.url("/api/orders"))
@@ -46,9 +45,9 @@ async fn anonymous_allowed_unauthorized_forbidden() {
         "token stripped by default"
     );
 
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let mut c = rig.claims();
     c["realm_access"] = json!({"roles": ["user"]});
-    let r = gw.get("/api/orders", Some(&key.mint("ES256", &c))).await;
+    let r = gw.get("/api/orders", Some(&rig.mint(&c))).await;
     assert_eq!(r.status(), 403);
     assert_eq!(
         r.headers()["www-authenticate"],
@@ -71,5 +70,5 @@ async fn anonymous_allowed_unauthorized_forbidden() {
         ),
         Some(1.0)
     );
-    gw.stop().await;
+    rig.stop().await;
 }

@@ -1,18 +1,20 @@
 //! `auth_failures_per_minute`: brute force gets 429 with Retry-After, per client IP.
 
-use crate::support::{basic_yaml, claims, metric, Issuer, TestGateway, TestKey, Upstream};
+use crate::support::yaml::{basic, server};
+use crate::support::{metric, Rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_past_the_limit_get_429_per_client() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(
-        "  insecure_plaintext: true\n",
-        "  insecure_plaintext: true\n  trusted_proxies: [\"127.0.0.1\"]\n  limits:\n    auth_failures_per_minute: 3\n",
-    );
-    let gw = TestGateway::start(&yaml).await;
-    let good = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let rig = Rig::start(|i, u| {
+        basic(i, u).server(
+            server()
+                .line(r#"trusted_proxies: ["127.0.0.1"]"#)
+                .limits("auth_failures_per_minute: 3"),
+        )
+    })
+    .await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
+    let good = rig.token();
     let send = |token: &'static str, from: &'static str| {
         let client = gw.client();
         let url = gw.url("/api/x");
@@ -61,7 +63,7 @@ async fn failures_past_the_limit_get_429_per_client() {
         metric(&m, r#"gateway_requests_total{code="429",route="api"}"#),
         Some(2.0)
     );
-    gw.stop().await;
+    rig.stop().await;
 }
 
 /// IPv6 clients share a budget per /64 (one host routinely holds a whole /64), IPv4 clients per
@@ -70,15 +72,16 @@ async fn failures_past_the_limit_get_429_per_client() {
 /// from the right, and a malformed hop falls back to the peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_clients_share_a_budget_per_64_behind_trusted_proxies() {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    let upstream = Upstream::start().await;
-    let yaml = basic_yaml(&issuer, &upstream, "ES256").replace(
-        "  insecure_plaintext: true\n",
-        "  insecure_plaintext: true\n  trusted_proxies: [\"127.0.0.1\", \"10.0.0.0/8\"]\n  limits:\n    auth_failures_per_minute: 2\n",
-    );
-    let gw = TestGateway::start(&yaml).await;
-    let good = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let rig = Rig::start(|i, u| {
+        basic(i, u).server(
+            server()
+                .line(r#"trusted_proxies: ["127.0.0.1", "10.0.0.0/8"]"#)
+                .limits("auth_failures_per_minute: 2"),
+        )
+    })
+    .await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
+    let good = rig.token();
     let send = async |token: &str, xff: &str| -> u16 {
         gw.client()
             .get(gw.url("/api/x"))
@@ -140,5 +143,5 @@ async fn ipv6_clients_share_a_budget_per_64_behind_trusted_proxies() {
         metric(&m, r#"gateway_rate_limited_total{route="api"}"#),
         Some(4.0)
     );
-    gw.stop().await;
+    rig.stop().await;
 }

@@ -15,7 +15,8 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use crate::support::keys::b64;
-use crate::support::{claims, Issuer, TestKey};
+use crate::support::yaml::{protected, provider_at, Config};
+use crate::support::{claims, Issuer, SigningKey};
 
 const ISSUER: &str = "https://issuer.test/realms/props";
 
@@ -30,30 +31,22 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let yaml = format!(
-            r#"
-server: {{ insecure_plaintext: true }}
-providers:
-  - name: props
-    issuer: "{ISSUER}"
-    jwks_url: "https://issuer.test/jwks"
-    algorithms: [RS256, PS256, ES256, ES384, EdDSA]
-    audiences: ["orders-api"]
-    require_claims: [exp, sub]
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "http://127.0.0.1:9"
-    auth: {{ providers: [props] }}
-"#
-        );
+        let yaml = Config::new()
+            .provider(
+                provider_at(ISSUER, "https://issuer.test/jwks")
+                    .name("props")
+                    .algorithms("RS256, PS256, ES256, ES384, EdDSA")
+                    .line("require_claims: [exp, sub]"),
+            )
+            .route(protected("api", "/api", "http://127.0.0.1:9").providers(&["props"]))
+            .yaml();
         let config = jwt_gateway::config::compile_str(&yaml, Path::new("."))
             .unwrap_or_else(|e| panic!("fixture config: {e:?}"));
         let provider = config.providers[0].clone();
-        let rsa = TestKey::rsa("rsa");
-        let p256 = TestKey::p256("p256");
-        let p384 = TestKey::p384("p384");
-        let ed = TestKey::ed25519("ed");
+        let rsa = SigningKey::rsa("rsa");
+        let p256 = SigningKey::p256("p256");
+        let p384 = SigningKey::p384("p384");
+        let ed = SigningKey::ed25519("ed");
         let mut jwks = Issuer::jwks_of(&[(&p256, "ES256"), (&p384, "ES384"), (&ed, "EdDSA")]);
         let mut rsa_jwk = rsa.jwk();
         rsa_jwk.as_object_mut().expect("object").remove("alg");

@@ -2,24 +2,15 @@
 
 use std::time::Duration;
 
-use super::{es256_issuer, eventually, providers_yaml};
-use crate::support::{Issuer, TestGateway, Upstream};
+use super::eventually;
+use crate::support::yaml::{protected, provider, Config};
+use crate::support::{Backends, Issuer, Rig, TestGateway, Upstream};
 
-fn yaml(issuer: &Issuer, upstream: &Upstream) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-"#,
-        providers = providers_yaml(issuer),
-        up = upstream.url()
-    )
+/// Provider `test` trusting `issuer`, and `/api` behind it.
+fn api_config(issuer: &Issuer, upstream: &Upstream) -> Config {
+    Config::new()
+        .provider(provider(issuer))
+        .route(protected("api", "/api", &upstream.url()))
 }
 
 async fn readyz(gw: &TestGateway) -> u16 {
@@ -28,13 +19,12 @@ async fn readyz(gw: &TestGateway) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_readyz_follow_the_keys() {
-    let (issuer, _key) = es256_issuer().await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream)).await;
+    let rig = Rig::start(api_config).await;
+    let gw = &rig.gw;
     assert_eq!(gw.admin_get("/healthz").await.0, 200);
     let ready = async {
         for _ in 0..100 {
-            if readyz(&gw).await == 200 {
+            if readyz(gw).await == 200 {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -47,15 +37,15 @@ async fn healthz_and_readyz_follow_the_keys() {
     // Never on the public listener.
     assert_eq!(gw.get("/readyz", None).await.status(), 404);
     assert_eq!(gw.get("/metrics", None).await.status(), 404);
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_while_the_issuer_fails() {
-    let (issuer, _key) = es256_issuer().await;
-    issuer.set_status(500);
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream)).await;
+    let backends = Backends::es256().await;
+    backends.issuer.set_status(500);
+    let rig = backends.gateway(api_config).await;
+    let (gw, issuer) = (&rig.gw, &rig.issuer);
     let issuer_probe = issuer.clone();
     assert!(
         eventually(Duration::from_secs(5), || issuer_probe.jwks_hits() > 0).await,
@@ -70,12 +60,12 @@ async fn readyz_is_503_while_the_issuer_fails() {
     issuer.set_status(200);
     let mut became_ready = false;
     for _ in 0..80 {
-        if readyz(&gw).await == 200 {
+        if readyz(gw).await == 200 {
             became_ready = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(became_ready, "ready after the issuer recovered");
-    gw.stop().await;
+    rig.stop().await;
 }

@@ -1,8 +1,9 @@
 //! What the upstream is told: no hop-by-hop fields (named in `Connection` or not), no
 //! URL-override or identity headers from the client, and `X-Forwarded-*` / `X-Request-Id` set.
 
-use super::{es256_issuer, providers_yaml, public_and_api_routes, raw};
-use crate::support::{claims, TestGateway, Upstream};
+use super::raw;
+use crate::support::yaml::{anonymous, public_and_api, server, Config};
+use crate::support::{Rig, TestGateway, Upstream};
 
 /// Headers a client sends that must never reach an upstream.
 const NEVER_FORWARDED: &[&str] = &[
@@ -45,24 +46,12 @@ fn hostile_request(target: &str, extra: &str) -> String {
     )
 }
 
-async fn gateway(
-    upstream: &Upstream,
-) -> (TestGateway, crate::support::Issuer, crate::support::TestKey) {
-    let (issuer, key) = es256_issuer().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-{routes}    forward:
-      claims: {{ sub: X-Auth-Subject }}
-"#,
-        providers = providers_yaml(&issuer),
-        routes = public_and_api_routes(&upstream.url()),
-    ))
-    .await;
-    (gw, issuer, key)
+/// `/public` anonymous and `/api` forwarding `sub` as `X-Auth-Subject`.
+async fn gateway() -> Rig {
+    Rig::start(|i, u| {
+        public_and_api(i, u).edit_route("api", |r| r.forward("sub", "X-Auth-Subject"))
+    })
+    .await
 }
 
 fn assert_clean(seen: &crate::support::Seen) {
@@ -96,8 +85,8 @@ fn assert_clean(seen: &crate::support::Seen) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_and_spoofable_headers_never_reach_the_upstream() {
-    let upstream = Upstream::start().await;
-    let (gw, issuer, key) = gateway(&upstream).await;
+    let rig = gateway().await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
 
     // Anonymous route: stripped all the same.
     let r = raw(gw.addr, hostile_request("/public/h", "")).await;
@@ -110,7 +99,7 @@ async fn hop_by_hop_and_spoofable_headers_never_reach_the_upstream() {
     );
 
     // Protected route: the same, and the identity header is the gateway's alone.
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let token = rig.token();
     let r = raw(
         gw.addr,
         hostile_request("/api/h", &format!("Authorization: Bearer {token}\r\n")),
@@ -122,13 +111,13 @@ async fn hop_by_hop_and_spoofable_headers_never_reach_the_upstream() {
     assert_eq!(seen.headers["x-auth-subject"], "alice");
     assert_eq!(seen.headers.get_all("x-auth-subject").iter().count(), 1);
     assert!(seen.headers.get("authorization").is_none());
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_is_kept_when_well_formed_and_echoed_back() {
-    let upstream = Upstream::start().await;
-    let (gw, _issuer, _key) = gateway(&upstream).await;
+    let rig = gateway().await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
     let with_id = |id: &str| {
         format!(
             "GET /public/id HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Request-Id: {id}\r\n\r\n"
@@ -182,7 +171,7 @@ async fn request_id_is_kept_when_well_formed_and_echoed_back() {
     .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.header("x-request-id"), Some("trace-401"));
-    gw.stop().await;
+    rig.stop().await;
 }
 
 /// An upstream that answers every request with `response`, byte for byte, then closes.
@@ -217,17 +206,11 @@ async fn hop_by_hop_headers_of_the_response_stay_behind() {
          Content-Length: 2\r\n\r\nok",
     )
     .await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-routes:
-  - name: public
-    match: {{ path_prefix: / }}
-    upstream: "http://{upstream}"
-    auth: anonymous
-"#
-    ))
+    let gw = TestGateway::start(Config::new().route(anonymous(
+        "public",
+        "/",
+        &format!("http://{upstream}"),
+    )))
     .await;
     let r = gw.get("/x", None).await;
     assert_eq!(r.status(), 200);
@@ -242,26 +225,16 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_is_appended_only_for_trusted_proxies() {
     let upstream = Upstream::start().await;
-    let yaml = |trusted: &str| {
-        format!(
-            r#"
-server:
-  insecure_plaintext: true
-  trusted_proxies: [{trusted}]
-routes:
-  - name: public
-    match: {{ path_prefix: / }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-            up = upstream.url()
-        )
+    let trusting = |proxies: &str| {
+        Config::new()
+            .server(server().line(&format!("trusted_proxies: [{proxies}]")))
+            .route(anonymous("public", "/", &upstream.url()))
     };
     let request = "GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\
                    X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\
                    X-Forwarded-Host: shop.example\r\n\r\n";
 
-    let gw = TestGateway::start(&yaml("\"127.0.0.0/8\"")).await;
+    let gw = TestGateway::start(trusting("\"127.0.0.0/8\"")).await;
     assert_eq!(raw(gw.addr, request).await.status, 200);
     let seen = upstream.last().unwrap();
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
@@ -269,7 +242,7 @@ routes:
     assert_eq!(seen.headers["x-forwarded-host"], "shop.example");
     gw.stop().await;
 
-    let gw = TestGateway::start(&yaml("\"10.0.0.0/8\"")).await;
+    let gw = TestGateway::start(trusting("\"10.0.0.0/8\"")).await;
     assert_eq!(raw(gw.addr, request).await.status, 200);
     let seen = upstream.last().unwrap();
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");

@@ -4,24 +4,18 @@
 use std::time::Duration;
 
 use super::raw;
+use crate::support::yaml::{anonymous, server, Config};
 use crate::support::{TestGateway, Upstream};
 
 const LIMIT: usize = 1000;
 
 async fn gateway(upstream: &Upstream) -> TestGateway {
-    TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-  limits: {{ max_body_bytes: {LIMIT}, max_header_bytes: 2048, max_token_bytes: 1024 }}
-routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-        up = upstream.url()
-    ))
+    let limits = format!("max_body_bytes: {LIMIT}, max_header_bytes: 2048, max_token_bytes: 1024");
+    TestGateway::start(
+        Config::new()
+            .server(server().limits(&limits))
+            .route(anonymous("public", "/public", &upstream.url())),
+    )
     .await
 }
 

@@ -21,8 +21,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{test_provider_yaml, Issuer, TestKey};
-
 /// An HTTP/1.x response read off a raw socket until the server closed it.
 #[derive(Debug)]
 pub struct RawResponse {
@@ -91,38 +89,6 @@ pub async fn raw_get(addr: SocketAddr, host: &str, target: &str) -> RawResponse 
         format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
     )
     .await
-}
-
-/// Two routes to `upstream`, for list items under `routes:`: `/public` anonymous, and `/api`
-/// behind provider `test` (see `providers_yaml`). Further keys of the `api` route or further
-/// routes can follow.
-pub fn public_and_api_routes(upstream: &str) -> String {
-    format!(
-        r#"  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{upstream}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{upstream}"
-    auth: {{ providers: [test] }}
-"#
-    )
-}
-
-/// The `providers:` section trusting `issuer` as provider `test` (ES256, audience `orders-api`).
-pub fn providers_yaml(issuer: &Issuer) -> String {
-    format!(
-        "providers:\n{}    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}\n",
-        test_provider_yaml(issuer, "ES256")
-    )
-}
-
-/// An issuer with one P-256 key, and that key for minting.
-pub async fn es256_issuer() -> (Issuer, TestKey) {
-    let key = TestKey::p256("k1");
-    let issuer = Issuer::start(&[(&key, "ES256")]).await;
-    (issuer, key)
 }
 
 /// A loopback port nothing listens on (bound once, then released).

@@ -1,8 +1,9 @@
 //! Path normalization end to end, over raw sockets (HTTP clients normalize paths themselves).
 //! Allowed paths reach the upstream exactly as routed; refused ones reach no upstream at all.
 
-use super::{es256_issuer, providers_yaml, public_and_api_routes, raw_get};
-use crate::support::{TestGateway, Upstream};
+use super::raw_get;
+use crate::support::yaml::{anonymous, public_and_api};
+use crate::support::{Rig, Upstream};
 
 /// Where a request must end up.
 #[derive(Debug)]
@@ -85,30 +86,16 @@ const CASES: &[(&str, Expect)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_normalization_table() {
-    let (issuer, _key) = es256_issuer().await;
-    let a = Upstream::start().await;
     let b = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-{routes}  - name: strip
-    match: {{ path_prefix: /strip }}
-    strip_prefix: /strip
-    upstream: "{b}/base"
-    auth: anonymous
-  - name: root
-    match: {{ path_prefix: / }}
-    upstream: "{b}"
-    auth: anonymous
-"#,
-        providers = providers_yaml(&issuer),
-        routes = public_and_api_routes(&a.url()),
-        b = b.url(),
-    ))
+    let rig = Rig::start(|i, a| {
+        public_and_api(i, a)
+            .route(
+                anonymous("strip", "/strip", &format!("{}/base", b.url())).strip_prefix("/strip"),
+            )
+            .route(anonymous("root", "/", &b.url()))
+    })
     .await;
+    let (gw, a) = (&rig.gw, &rig.upstream);
 
     let mut failures = Vec::new();
     for (target, expect) in CASES {
@@ -118,7 +105,7 @@ routes:
         let outcome = match expect {
             A(path) | B(path) => {
                 let (upstream, hits, other) = match expect {
-                    A(_) => (&a, got_a, got_b),
+                    A(_) => (a, got_a, got_b),
                     _ => (&b, got_b, got_a),
                 };
                 let seen = upstream.last().map(|s| s.path_and_query);
@@ -155,5 +142,5 @@ routes:
     let r = h2.get(gw.url("/public/a;x//b%7E")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(a.last().unwrap().path_and_query, "/public/a;x/b~");
-    gw.stop().await;
+    rig.stop().await;
 }

@@ -2,6 +2,7 @@
 //! wins, and a JSON 404 for requests no route takes.
 
 use super::raw;
+use crate::support::yaml::{anonymous, Config};
 use crate::support::{TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -9,36 +10,19 @@ async fn host_method_and_first_match_routing() {
     let a = Upstream::start().await;
     let b = Upstream::start().await;
     let c = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-routes:
-  - name: exact-host
-    match: {{ host: api.example.com, path_prefix: /orders, methods: [GET, HEAD] }}
-    upstream: "{a}"
-    auth: anonymous
-  - name: wildcard-host
-    match: {{ host: "*.example.com", path_prefix: /orders }}
-    upstream: "{b}"
-    auth: anonymous
-  - name: any-host-post
-    match: {{ path_prefix: /orders, methods: [POST] }}
-    upstream: "{c}"
-    auth: anonymous
-  - name: first
-    match: {{ path_prefix: /first }}
-    upstream: "{a}"
-    auth: anonymous
-  - name: second
-    match: {{ path_prefix: /first/second }}
-    upstream: "{b}"
-    auth: anonymous
-"#,
-        a = a.url(),
-        b = b.url(),
-        c = c.url(),
-    ))
+    let (a_url, b_url, c_url) = (a.url(), b.url(), c.url());
+    let gw = TestGateway::start(
+        Config::new()
+            .route(
+                anonymous("exact-host", "/orders", &a_url)
+                    .host("api.example.com")
+                    .methods("GET, HEAD"),
+            )
+            .route(anonymous("wildcard-host", "/orders", &b_url).host("*.example.com"))
+            .route(anonymous("any-host-post", "/orders", &c_url).methods("POST"))
+            .route(anonymous("first", "/first", &a_url))
+            .route(anonymous("second", "/first/second", &b_url)),
+    )
     .await;
     let upstreams = [("a", &a), ("b", &b), ("c", &c)];
     let mut failures = Vec::new();

@@ -7,30 +7,18 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::yaml::{anonymous, server, Config};
 use crate::support::{TestGateway, Upstream};
 
 /// Upper bound for "closed after the 1 s timeout"; generous for a loaded CI machine.
 const CLOSED_WITHIN: Duration = Duration::from_secs(4);
 
-fn yaml(upstream: &Upstream, tls: bool) -> String {
-    let transport = if tls {
-        "tls: { cert_file: gateway.crt, key_file: gateway.key }"
-    } else {
-        "insecure_plaintext: true"
-    };
-    format!(
-        r#"
-server:
-  {transport}
-  limits: {{ header_read_timeout: 1s }}
-routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-        up = upstream.url()
-    )
+/// `/public` to `upstream`, anonymous, with a 1 s `header_read_timeout`, over TLS or not.
+fn slow_config(upstream: &Upstream, tls: bool) -> Config {
+    let server = server().limits("header_read_timeout: 1s");
+    Config::new()
+        .server(if tls { server.tls() } else { server })
+        .route(anonymous("public", "/public", &upstream.url()))
 }
 
 /// Sends `first`, then drips `drip` one byte every 250 ms; returns how long the gateway kept the
@@ -85,7 +73,7 @@ fn assert_closed_by_timeout(what: &str, (closed, got): (Option<Duration>, Vec<u8
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_line_and_headers_are_cut_off() {
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&upstream, false)).await;
+    let gw = TestGateway::start(slow_config(&upstream, false)).await;
     let (line, headers) = tokio::join!(
         hold_open(gw.addr, b"GET /pub", b"lic/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
         hold_open(
@@ -105,7 +93,7 @@ async fn slow_request_line_and_headers_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_half_preface_connections_are_cut_off() {
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&upstream, false)).await;
+    let gw = TestGateway::start(slow_config(&upstream, false)).await;
     let (silent, preface) = tokio::join!(
         hold_open(gw.addr, b"", b""),
         // Bytes that could still become the HTTP/2 preface, so the protocol is never decided.
@@ -119,7 +107,7 @@ async fn silent_and_half_preface_connections_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_tls_connection_is_cut_off() {
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&upstream, true)).await;
+    let gw = TestGateway::start(slow_config(&upstream, true)).await;
     assert_closed_by_timeout(
         "TLS without a handshake",
         hold_open(gw.addr, b"", b"").await,

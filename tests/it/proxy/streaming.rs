@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
+use crate::support::yaml::{anonymous, server, Config};
 use crate::support::{TestGateway, Upstream};
 
 const HUNDRED_MB: u64 = 100 * 1024 * 1024;
@@ -109,23 +110,13 @@ async fn upload(gw: &TestGateway, len: u64) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_megabytes_stream_both_ways_in_flat_memory() {
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-  limits: {{ max_body_bytes: 209715200 }}
-routes:
-  - name: upload
-    match: {{ path_prefix: /upload }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: download
-    match: {{ path_prefix: /download }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-        up = upstream.url()
-    ))
+    let up = upstream.url();
+    let gw = TestGateway::start(
+        Config::new()
+            .server(server().limits("max_body_bytes: 209715200"))
+            .route(anonymous("upload", "/upload", &up))
+            .route(anonymous("download", "/download", &up)),
+    )
     .await;
     // Warm up pools, buffers and lazy statics so the baseline is fair.
     assert_eq!(upload(&gw, 1024 * 1024).await["body_len"], 1024 * 1024);

@@ -3,32 +3,13 @@
 use http::Version;
 use serde_json::Value;
 
-use super::{es256_issuer, providers_yaml, public_and_api_routes};
-use crate::support::{Issuer, Pki, TestGateway, Upstream};
-
-fn yaml(issuer: &Issuer, upstream: &Upstream, server: &str) -> String {
-    format!(
-        r#"
-server:
-{server}
-{providers}
-routes:
-{routes}"#,
-        providers = providers_yaml(issuer),
-        routes = public_and_api_routes(&upstream.url()),
-    )
-}
-
-const TLS_WITH_HSTS: &str =
-    "  tls: { cert_file: gateway.crt, key_file: gateway.key, hsts_max_age: 1h }";
-const TLS_NO_HSTS: &str = "  tls: { cert_file: gateway.crt, key_file: gateway.key }";
-const PLAINTEXT: &str = "  insecure_plaintext: true";
+use crate::support::yaml::{public_and_api, server};
+use crate::support::{Pki, Rig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_http2_over_tls_negotiated_by_alpn() {
-    let (issuer, _) = es256_issuer().await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, TLS_WITH_HSTS)).await;
+    let rig = Rig::start(|i, u| public_and_api(i, u).server(server().hsts("1h"))).await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
     assert!(gw.base().starts_with("https://"));
 
     let r = gw.client().get(gw.url("/public/one")).send().await.unwrap();
@@ -77,14 +58,13 @@ async fn http1_and_http2_over_tls_negotiated_by_alpn() {
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["strict-transport-security"], "max-age=3600");
     assert_eq!(upstream.requests(), 10);
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_not_trusting_the_ca_and_a_plaintext_client_get_nothing() {
-    let (issuer, _) = es256_issuer().await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, TLS_NO_HSTS)).await;
+    let rig = Rig::start(|i, u| public_and_api(i, u).server(server().tls())).await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
     let other_ca = Pki::new();
     let stranger = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_der(&other_ca.ca_der).unwrap()])
@@ -101,14 +81,13 @@ async fn a_client_not_trusting_the_ca_and_a_plaintext_client_get_nothing() {
         r.headers().get("strict-transport-security").is_none(),
         "no HSTS unless hsts_max_age is set"
     );
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_over_plaintext_without_hsts() {
-    let (issuer, _) = es256_issuer().await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&yaml(&issuer, &upstream, PLAINTEXT)).await;
+    let rig = Rig::start(public_and_api).await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
     let r = gw
         .h2_client()
         .get(gw.url("/public/h2c"))
@@ -125,7 +104,7 @@ async fn h2c_prior_knowledge_over_plaintext_without_hsts() {
     let r = gw.get("/public/h1", None).await;
     assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_11));
     assert!(r.headers().get("strict-transport-security").is_none());
-    gw.stop().await;
+    rig.stop().await;
 }
 
 /// Awaits every future (they run concurrently on the client's connection).

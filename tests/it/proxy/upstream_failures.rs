@@ -3,30 +3,19 @@
 use std::time::{Duration, Instant};
 
 use super::closed_port;
+use crate::support::yaml::{anonymous, server, Config};
 use crate::support::{metric, TestGateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_reset_and_slow_upstreams() {
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-  limits: {{ request_timeout: 1s, upstream_connect_timeout: 1s }}
-routes:
-  - name: refused
-    match: {{ path_prefix: /refused }}
-    upstream: "http://127.0.0.1:{closed}"
-    auth: anonymous
-  - name: up
-    match: {{ path_prefix: /up }}
-    strip_prefix: /up
-    upstream: "{up}"
-    auth: anonymous
-"#,
-        closed = closed_port(),
-        up = upstream.url()
-    ))
+    let refused = format!("http://127.0.0.1:{}", closed_port());
+    let gw = TestGateway::start(
+        Config::new()
+            .server(server().limits("request_timeout: 1s, upstream_connect_timeout: 1s"))
+            .route(anonymous("refused", "/refused", &refused))
+            .route(anonymous("up", "/up", &upstream.url()).strip_prefix("/up")),
+    )
     .await;
     let errors = |m: &str, route: &str, kind: &str| {
         metric(

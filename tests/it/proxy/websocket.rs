@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{es256_issuer, providers_yaml};
-use crate::support::{claims, TestGateway, Upstream};
+use crate::support::yaml::{anonymous, protected, provider, Config};
+use crate::support::{Rig, TestGateway, Upstream};
 
 /// A WebSocket handshake for `target` on `api.example.com`, with `extra` header lines.
 pub fn handshake(target: &str, extra: &str) -> String {
@@ -50,28 +50,15 @@ pub async fn echo_round_trip(stream: &mut TcpStream, payload: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_echoes_through_the_gateway() {
-    let (issuer, key) = es256_issuer().await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-  - name: ws
-    match: {{ path_prefix: /ws }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: private-ws
-    match: {{ path_prefix: /private }}
-    strip_prefix: /private
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-"#,
-        providers = providers_yaml(&issuer),
-        up = upstream.url()
-    ))
+    let rig = Rig::start(|i, u| {
+        let up = u.url();
+        Config::new()
+            .provider(provider(i))
+            .route(anonymous("ws", "/ws", &up))
+            .route(protected("private-ws", "/private", &up).strip_prefix("/private"))
+    })
     .await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
 
     let (head, mut stream) = upgrade(gw.addr, &handshake("/ws", "")).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -101,7 +88,7 @@ routes:
     assert_eq!(upstream.requests(), 1);
 
     // With a valid token the same route upgrades.
-    let token = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
+    let token = rig.token();
     let auth = format!("Authorization: Bearer {token}\r\n");
     let (head, mut stream) = upgrade(gw.addr, &handshake("/private/ws", &auth)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -113,7 +100,7 @@ routes:
         .headers
         .get("authorization")
         .is_none());
-    gw.stop().await;
+    rig.stop().await;
 }
 
 /// The test upstream answers `/ws` with 101 whatever was asked. A 101 to a request that did not
@@ -122,19 +109,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsolicited_101_from_the_upstream_is_a_bad_gateway() {
     let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"
-server:
-  insecure_plaintext: true
-routes:
-  - name: ws
-    match: {{ path_prefix: /ws }}
-    upstream: "{up}"
-    auth: anonymous
-"#,
-        up = upstream.url()
-    ))
-    .await;
+    let gw = TestGateway::start(Config::new().route(anonymous("ws", "/ws", &upstream.url()))).await;
     for request in [
         "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
         // `Upgrade` without the `Connection: upgrade` token is no upgrade request either.
@@ -172,33 +147,22 @@ async fn closed_within(
     }
 }
 
-fn private_ws_yaml(issuer: &crate::support::Issuer, upstream: &Upstream) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-{providers}
-routes:
-  - name: private-ws
-    match: {{ path_prefix: /ws }}
-    upstream: "{up}"
-    auth: {{ providers: [test] }}
-"#,
-        providers = providers_yaml(issuer),
-        up = upstream.url()
-    )
+/// `/ws` behind provider `test`, trusting `issuer`.
+fn private_ws_config(issuer: &crate::support::Issuer, upstream: &Upstream) -> Config {
+    Config::new()
+        .provider(provider(issuer))
+        .route(protected("private-ws", "/ws", &upstream.url()))
 }
 
 /// A tunnel is authenticated once, at the handshake: it must not outlive its token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_tunnel_closes_when_its_token_expires() {
-    let (issuer, key) = es256_issuer().await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&private_ws_yaml(&issuer, &upstream)).await;
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let rig = Rig::start(private_ws_config).await;
+    let gw = &rig.gw;
+    let mut c = rig.claims();
     let exp = crate::support::now() + 2;
     c["exp"] = serde_json::json!(exp);
-    let token = key.mint("ES256", &c);
+    let token = rig.mint(&c);
     let auth = format!("Authorization: Bearer {token}\r\n");
     let (head, mut stream) = upgrade(gw.addr, &handshake("/ws", &auth)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -220,19 +184,18 @@ async fn websocket_tunnel_closes_when_its_token_expires() {
         "closed {}s after exp",
         now_unix - exp as f64
     );
-    gw.stop().await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_tunnel_closes_when_its_token_is_revoked() {
     use jwt_gateway::auth::revocation::Rule;
-    let (issuer, key) = es256_issuer().await;
-    let upstream = Upstream::start().await;
-    let gw = TestGateway::start(&private_ws_yaml(&issuer, &upstream)).await;
-    let keep = key.mint("ES256", &claims(&issuer.iss(), "orders-api"));
-    let mut c = claims(&issuer.iss(), "orders-api");
+    let rig = Rig::start(private_ws_config).await;
+    let (gw, upstream) = (&rig.gw, &rig.upstream);
+    let keep = rig.token();
+    let mut c = rig.claims();
     c["jti"] = serde_json::json!("revoke-me");
-    let doomed = key.mint("ES256", &c);
+    let doomed = rig.mint(&c);
     let (_, mut kept) = upgrade(
         gw.addr,
         &handshake("/ws", &format!("Authorization: Bearer {keep}\r\n")),
@@ -273,5 +236,5 @@ async fn websocket_tunnel_closes_when_its_token_is_revoked() {
         2,
         "the refused handshake reached no upstream"
     );
-    gw.stop().await;
+    rig.stop().await;
 }

@@ -1,5 +1,7 @@
 //! Shared test harness: real servers on 127.0.0.1 ephemeral ports, a test CA, and the gateway
-//! itself running in-process through the same `serve` entry the binary uses.
+//! itself running in-process through the same `serve` entry the binary uses. `Rig` puts a
+//! gateway on a `yaml` config in front of an upstream, trusting an issuer; `TestGateway` alone
+//! takes any config text.
 #![allow(dead_code, unused_imports)]
 
 pub mod denials;
@@ -8,7 +10,9 @@ pub mod keys;
 pub mod process;
 pub mod real_upstreams;
 pub mod redis;
+pub mod rig;
 pub mod servers;
+pub mod yaml;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -23,7 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use denials::{expect_denied, Want};
-pub use keys::{claims, mint_raw, now, TestKey};
+pub use keys::{claims, mint_raw, now, SigningKey};
+pub use rig::{Backends, Rig};
 pub use servers::{Issuer, Seen, Upstream};
 
 /// A throwaway CA and a server certificate for `localhost`, `127.0.0.1` and `api.example.com`.
@@ -76,20 +81,23 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    /// Starts a gateway from YAML. `{cert}` and `{key}` in the text name the test certificate.
-    pub async fn start(yaml: &str) -> TestGateway {
-        TestGateway::try_start(yaml)
+    /// Starts a gateway from YAML (a `yaml::Config` prints as one); `gateway.crt` and
+    /// `gateway.key` beside it are the test certificate.
+    pub async fn start(yaml: impl std::fmt::Display) -> TestGateway {
+        let yaml = yaml.to_string();
+        TestGateway::try_start(&yaml)
             .await
             .unwrap_or_else(|e| panic!("gateway did not start: {e}\n{yaml}"))
     }
 
-    pub async fn try_start(yaml: &str) -> Result<TestGateway, String> {
+    pub async fn try_start(yaml: impl std::fmt::Display) -> Result<TestGateway, String> {
+        let yaml = yaml.to_string();
         let pki = Pki::new();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         std::fs::write(dir.path().join("gateway.crt"), &pki.cert_pem).map_err(|e| e.to_string())?;
         std::fs::write(dir.path().join("gateway.key"), &pki.key_pem).map_err(|e| e.to_string())?;
         let path = dir.path().join("gateway.yaml");
-        std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+        std::fs::write(&path, &yaml).map_err(|e| e.to_string())?;
         let config = config::load(&path).map_err(|e| e.to_string())?;
         let tls = config.server.tls.is_some();
         let options = GatewayOptions {
@@ -253,52 +261,4 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
                 .and_then(|rest| rest.strip_prefix(' '))
         })
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The list item (under `providers:`) for provider `test`: trusts `issuer`, whose JWKS is served
-/// over plain HTTP, for `algorithms` and audience `orders-api`. Further keys can follow.
-pub fn test_provider_yaml(issuer: &Issuer, algorithms: &str) -> String {
-    format!(
-        r#"  - name: test
-    issuer: "{iss}"
-    jwks_url: "{jwks}"
-    allow_insecure_jwks_http: true
-    algorithms: [{algorithms}]
-    audiences: ["orders-api"]
-"#,
-        iss = issuer.iss(),
-        jwks = issuer.jwks_url(),
-    )
-}
-
-/// A config with one provider (`test`) trusting `issuer`, one protected route `/api` and one
-/// anonymous route `/public`, both to `upstream`, over plaintext.
-pub fn basic_yaml(issuer: &Issuer, upstream: &Upstream, algorithms: &str) -> String {
-    format!(
-        r#"
-server:
-  insecure_plaintext: true
-providers:
-{provider}    jwks: {{ min_refresh: 1s, refresh_interval: 5m, fetch_timeout: 2s }}
-routes:
-  - name: public
-    match: {{ path_prefix: /public }}
-    upstream: "{up}"
-    auth: anonymous
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: "{up}"
-    auth:
-      providers: [test]
-      require:
-        - claim: realm_access.roles
-          any_of: [orders.read]
-    forward:
-      claims:
-        sub: X-Auth-Subject
-        realm_access.roles: X-Auth-Roles
-"#,
-        provider = test_provider_yaml(issuer, algorithms),
-        up = upstream.url(),
-    )
 }

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::keys::TestKey;
+use super::keys::SigningKey;
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
@@ -68,7 +68,7 @@ pub struct Issuer {
 
 impl Issuer {
     /// An issuer publishing `keys` at `/jwks` (with `alg` members) and OIDC discovery.
-    pub async fn start(keys: &[(&TestKey, &str)]) -> Issuer {
+    pub async fn start(keys: &[(&SigningKey, &str)]) -> Issuer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind issuer");
         let addr = listener.local_addr().expect("issuer addr");
         let state = Arc::new(Mutex::new(IssuerState {
@@ -127,7 +127,7 @@ impl Issuer {
         }
     }
 
-    pub fn jwks_of(keys: &[(&TestKey, &str)]) -> Value {
+    pub fn jwks_of(keys: &[(&SigningKey, &str)]) -> Value {
         let keys: Vec<Value> = keys
             .iter()
             .map(|(k, alg)| {
@@ -149,7 +149,7 @@ impl Issuer {
     pub fn jwks_hits(&self) -> usize {
         self.jwks_hits.load(Ordering::SeqCst)
     }
-    pub fn set_keys(&self, keys: &[(&TestKey, &str)]) {
+    pub fn set_keys(&self, keys: &[(&SigningKey, &str)]) {
         self.state.lock().expect("issuer state").jwks = Issuer::jwks_of(keys);
     }
     pub fn set_jwks(&self, jwks: Value) {
