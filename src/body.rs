@@ -23,10 +23,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the gateway answers with: its own small JSON, or the upstream's streamed body.
 pub type ResponseBody = Either<Full<Bytes>, UpstreamBody>;
 
-pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-    Either::Left(Full::new(bytes.into()))
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds max_body_bytes")]
 pub struct BodyTooLarge;

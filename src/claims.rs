@@ -1,4 +1,4 @@
-//! Claim paths and claim values as the gateway reads them: for rules (`auth::rules`) and for the
+//! Claim paths and claim values as the gateway reads them: for rules (`rules`) and for the
 //! headers injected upstream (`proxy::headers`). Shared here so both agree on what a path means.
 
 use std::fmt;

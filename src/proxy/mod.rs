@@ -2,9 +2,9 @@
 //! authenticate, authorize, rewrite, forward. `pipeline` holds the order and its reasons; the
 //! proxy and the explainer (`explain`) are two backs of the same stages.
 
-pub mod decision;
+pub(crate) mod decision;
 pub mod explain;
-pub mod headers;
+pub(crate) mod headers;
 pub mod host;
 pub mod pipeline;
-pub mod shape;
+pub(crate) mod shape;

@@ -48,7 +48,7 @@ use super::shape::check_shape;
 use crate::auth::bearer;
 use crate::auth::cache::CachedToken;
 use crate::auth::revocation::Revocations;
-use crate::auth::rules;
+use crate::rules;
 use crate::auth::throttle::client_ip;
 use crate::auth::token::unix_now;
 use crate::auth::verify::{self, Unverified};
