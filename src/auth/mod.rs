@@ -12,4 +12,3 @@ pub mod verify;
 
 // The vocabulary config shares with auth lives in leaf modules, so config never imports auth.
 pub use crate::algorithm::{Algorithm, KeyType};
-

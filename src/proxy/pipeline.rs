@@ -48,7 +48,6 @@ use super::shape::check_shape;
 use crate::auth::bearer;
 use crate::auth::cache::CachedToken;
 use crate::auth::revocation::Revocations;
-use crate::rules;
 use crate::auth::throttle::client_ip;
 use crate::auth::token::unix_now;
 use crate::auth::verify::{self, Unverified};
@@ -60,6 +59,7 @@ use crate::gateway::Gateway;
 use crate::grpc::{self, GrpcStatus};
 use crate::metrics::UpstreamErrorKind;
 use crate::path::normalize_path;
+use crate::rules;
 use crate::snapshot::{Route, RouteMiss, Snapshot};
 use crate::upstream::{UpstreamError, Wire};
 
