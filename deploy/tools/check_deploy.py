@@ -102,6 +102,8 @@ CONFIG_SCHEMA = {
         "forward": {"claims": "ANY_MAP", "token": None},
     }],
     "revocation": {"backend": None, "file": None, "redis_url": None},
+    "forward_auth": {"listen": None, "tls": {"cert_file": None, "key_file": None},
+                     "trusted_proxies": None},
 }
 DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d)$")
 
@@ -811,6 +813,279 @@ def cmd_k8s_policy(args) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# deploy/forward-auth/: each integration asks the endpoint the contract gives its proxy, sends
+# no body, and keeps a client's own claim headers from the upstream. The proxies' own checkers
+# (nginx -t, envoy --mode validate, caddy validate, kubernetes-validate) run in check.sh.
+# --------------------------------------------------------------------------------------
+FORWARD_AUTH = DEPLOY / "forward-auth"
+# The claim headers every snippet forwards (and removes when a token does not set them).
+FA_CLAIM_HEADERS = ("X-Auth-Subject", "X-Auth-Roles")
+FA_FILES = ("nginx.conf", "ingress-nginx.yaml", "traefik.yaml", "envoy.yaml", "istio.yaml",
+            "Caddyfile", "decisions-service.yaml")
+
+
+def fa_decision_service() -> tuple[str, int]:
+    """The in-cluster name and port of the decision Service, as the integrations must name it."""
+    svc = find(load_yaml_docs(FORWARD_AUTH / "decisions-service.yaml"), "Service")[0]
+    md = svc["metadata"]
+    return f"{md['name']}.{md['namespace']}.svc.cluster.local", svc["spec"]["ports"][0]["port"]
+
+
+def fa_url_ok(url: str, endpoint: str, fails: Failures, where: str) -> None:
+    host, port = fa_decision_service()
+    u = urllib.parse.urlparse(url)
+    if u.scheme not in ("http", "https") or u.path != endpoint:
+        fails.add(f"{where}: {url!r} does not ask {endpoint}")
+    if (u.hostname, u.port) != (host, port):
+        fails.add(f"{where}: {url!r} is not the decision Service {host}:{port}")
+
+
+def fa_headers(fails: Failures) -> None:
+    for name in FA_FILES:
+        path = FORWARD_AUTH / name
+        if not path.exists():
+            fails.add(f"{name}: missing")
+            continue
+        first = path.read_text().splitlines()[0]
+        if not first.startswith(f"# deploy/forward-auth/{name}:"):
+            fails.add(f"{name}: the first line should be `# deploy/forward-auth/{name}: ...`")
+        if name.endswith(".yaml"):
+            try:
+                load_yaml_docs(path)
+            except yaml.YAMLError as e:
+                fails.add(f"{name}: not YAML: {e}")
+    extra = {p.name for p in FORWARD_AUTH.iterdir()} - set(FA_FILES)
+    for name in sorted(extra):
+        fails.add(f"{name}: not checked by check_deploy.py forward-auth (add it to FA_FILES)")
+
+
+def fa_nginx(fails: Failures) -> None:
+    text = (FORWARD_AUTH / "nginx.conf").read_text()
+    code = "\n".join(l.split("#", 1)[0] for l in text.splitlines())
+    auth = re.search(r"location\s*=\s*/_auth\s*\{(.*?)\}", code, re.S)
+    if not re.search(r"auth_request\s+/_auth\s*;", code) or not auth:
+        fails.add("nginx.conf: no `auth_request /_auth` with its `location = /_auth`")
+        return
+    body = auth.group(1)
+    for want in (r"internal\s*;", r"proxy_pass\s+http://[^/;]+/nginx\s*;",
+                 r"proxy_pass_request_body\s+off\s*;", r'proxy_set_header\s+Content-Length\s+""\s*;',
+                 r"proxy_set_header\s+X-Original-URI\s+\$request_uri\s*;",
+                 r"proxy_set_header\s+X-Original-Method\s+\$request_method\s*;",
+                 r"proxy_set_header\s+Host\s+\$host\s*;"):
+        if not re.search(want, body):
+            fails.add(f"nginx.conf: location = /_auth lacks /{want}/")
+    for h in FA_CLAIM_HEADERS:
+        var = "$upstream_http_" + h.lower().replace("-", "_")
+        m = re.search(r"auth_request_set\s+(\$\w+)\s+" + re.escape(var) + r"\s*;", code)
+        if not m or not re.search(r"proxy_set_header\s+" + h + r"\s+" + re.escape(m.group(1)) + r"\s*;", code):
+            fails.add(f"nginx.conf: {h} is not copied from the decision with auth_request_set "
+                      f"and proxy_set_header (which also removes a client's copy)")
+
+
+def fa_ingress_nginx(fails: Failures) -> None:
+    ings = find(load_yaml_docs(FORWARD_AUTH / "ingress-nginx.yaml"), "Ingress")
+    if not ings:
+        fails.add("ingress-nginx.yaml: no Ingress")
+    for ing in ings:
+        where = f"ingress-nginx.yaml Ingress {ing['metadata']['name']}"
+        a = ing["metadata"].get("annotations", {})
+        pre = "nginx.ingress.kubernetes.io/"
+        fa_url_ok(a.get(pre + "auth-url", ""), "/nginx", fails, where)
+        # Without auth-method, ingress-nginx sends no X-Original-URI: every decision is a 400.
+        if a.get(pre + "auth-method") != "GET":
+            fails.add(f"{where}: auth-method must be GET (it makes ingress-nginx send X-Original-URI)")
+        listed = {h.strip().lower() for h in a.get(pre + "auth-response-headers", "").split(",")}
+        for h in FA_CLAIM_HEADERS:
+            if h.lower() not in listed:
+                fails.add(f"{where}: auth-response-headers lacks {h}")
+        if "x-request-id" in listed:
+            fails.add(f"{where}: X-Request-Id in auth-response-headers is sent twice upstream")
+
+
+def fa_traefik(fails: Failures) -> None:
+    import jsonschema
+
+    schema = json.loads((DEPLOY / "tools" / "traefik.schema.json").read_text())
+    docs = load_yaml_docs(FORWARD_AUTH / "traefik.yaml")
+    mws = {}
+    for d in docs:
+        kind = d.get("kind")
+        where = f"traefik.yaml {kind} {d.get('metadata', {}).get('name')}"
+        if kind not in schema["definitions"]:
+            fails.add(f"{where}: no schema for this kind")
+            continue
+        sub = dict(schema["definitions"][kind], definitions=schema["definitions"])
+        for err in sorted(jsonschema.Draft7Validator(sub).iter_errors(d), key=str):
+            path = ".".join(str(p) for p in err.absolute_path)
+            fails.add(f"{where}: {path}: {err.message}")
+        if kind == "Middleware":
+            fa = d.get("spec", {}).get("forwardAuth", {})
+            mws[(d["metadata"].get("namespace"), d["metadata"]["name"])] = fa
+            fa_url_ok(fa.get("address", ""), "/traefik", fails, where)
+            if fa.get("trustForwardHeader"):
+                fails.add(f"{where}: trustForwardHeader lets a client write X-Forwarded-Uri")
+            if fa.get("forwardBody"):
+                fails.add(f"{where}: forwardBody sends the body, which a decision never reads")
+            for h in FA_CLAIM_HEADERS:
+                if h not in fa.get("authResponseHeaders", []):
+                    fails.add(f"{where}: authResponseHeaders lacks {h}")
+    for d in find(docs, "IngressRoute"):
+        ns = d["metadata"].get("namespace")
+        for r in d["spec"].get("routes", []):
+            for m in r.get("middlewares", []):
+                if (m.get("namespace", ns), m["name"]) not in mws:
+                    fails.add(f"traefik.yaml IngressRoute {d['metadata']['name']}: middleware "
+                              f"{m['name']} is not the Middleware defined here")
+    if not mws:
+        fails.add("traefik.yaml: no Middleware")
+
+
+def fa_filters(hcm: dict) -> list[dict]:
+    return hcm.get("typed_config", {}).get("http_filters", [])
+
+
+def fa_envoy(fails: Failures) -> None:
+    boot = load_yaml_docs(FORWARD_AUTH / "envoy.yaml")[0]
+    res = boot["static_resources"]
+    clusters = {c["name"]: c for c in res.get("clusters", [])}
+    flavours = set()
+    for lst in res.get("listeners", []):
+        for chain in lst.get("filter_chains", []):
+            for nf in chain.get("filters", []):
+                if nf.get("name") != "envoy.filters.network.http_connection_manager":
+                    continue
+                names = [f["name"] for f in fa_filters(nf)]
+                for i, f in enumerate(fa_filters(nf)):
+                    if f["name"] != "envoy.filters.http.ext_authz":
+                        continue
+                    where = f"envoy.yaml listener {lst['name']}"
+                    cfg = f["typed_config"]
+                    if "with_request_body" in cfg:
+                        fails.add(f"{where}: with_request_body sends the body, which a decision never reads")
+                    if cfg.get("failure_mode_allow"):
+                        fails.add(f"{where}: failure_mode_allow lets requests through when the gateway is down")
+                    if names[-1] != "envoy.filters.http.router":
+                        fails.add(f"{where}: the router is not the last filter")
+                    if "http_service" in cfg:
+                        flavours.add("http")
+                        hs = cfg["http_service"]
+                        if hs.get("path_prefix") != "/envoy":
+                            fails.add(f"{where}: path_prefix must be /envoy")
+                        if hs["server_uri"].get("cluster") not in clusters:
+                            fails.add(f"{where}: server_uri.cluster is not defined")
+                        allowed = {p.get("exact", "").lower() for p in
+                                   hs.get("authorization_response", {})
+                                     .get("allowed_upstream_headers", {}).get("patterns", [])}
+                        removed = set()
+                        for g in fa_filters(nf)[:i]:
+                            if g["name"] == "envoy.filters.http.header_mutation":
+                                for m in g["typed_config"].get("mutations", {}).get("request_mutations", []):
+                                    removed.add(m.get("remove", "").lower())
+                        for h in FA_CLAIM_HEADERS:
+                            if h.lower() not in allowed:
+                                fails.add(f"{where}: allowed_upstream_headers lacks {h}")
+                            if h.lower() not in removed:
+                                fails.add(f"{where}: no header_mutation before ext_authz removes "
+                                          f"a client's {h}")
+                    elif "grpc_service" in cfg:
+                        flavours.add("grpc")
+                        name = cfg["grpc_service"].get("envoy_grpc", {}).get("cluster_name")
+                        c = clusters.get(name)
+                        opts = (c or {}).get("typed_extension_protocol_options", {}).get(
+                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
+                        if "http2_protocol_options" not in opts.get("explicit_http_config", {}):
+                            fails.add(f"{where}: cluster {name} must speak HTTP/2 (h2c) for gRPC")
+    for want in ("http", "grpc"):
+        if want not in flavours:
+            fails.add(f"envoy.yaml: no ext_authz filter asking over {want}")
+
+
+def fa_istio(fails: Failures) -> None:
+    docs = load_yaml_docs(FORWARD_AUTH / "istio.yaml")
+    host, port = fa_decision_service()
+    providers = {}
+    for op in find(docs, "IstioOperator"):
+        for p in op["spec"].get("meshConfig", {}).get("extensionProviders", []):
+            providers[p["name"]] = p
+    if not providers:
+        fails.add("istio.yaml: no meshConfig.extensionProviders")
+    for name, p in providers.items():
+        g = p.get("envoyExtAuthzGrpc")
+        if not g:
+            fails.add(f"istio.yaml provider {name}: not envoyExtAuthzGrpc")
+            continue
+        if (g.get("service"), g.get("port")) != (host, port):
+            fails.add(f"istio.yaml provider {name}: {g.get('service')}:{g.get('port')} is not "
+                      f"the decision Service {host}:{port}")
+        if "includeRequestBodyInCheck" in g:
+            fails.add(f"istio.yaml provider {name}: includeRequestBodyInCheck sends the body")
+        if g.get("failOpen"):
+            fails.add(f"istio.yaml provider {name}: failOpen lets requests through when the gateway is down")
+    pols = find(docs, "AuthorizationPolicy")
+    if not pols:
+        fails.add("istio.yaml: no AuthorizationPolicy")
+    for pol in pols:
+        where = f"istio.yaml AuthorizationPolicy {pol['metadata']['name']}"
+        if pol.get("apiVersion") not in ("security.istio.io/v1", "security.istio.io/v1beta1"):
+            fails.add(f"{where}: apiVersion {pol.get('apiVersion')}")
+        spec = pol.get("spec", {})
+        if spec.get("action") != "CUSTOM":
+            fails.add(f"{where}: action must be CUSTOM")
+        if spec.get("provider", {}).get("name") not in providers:
+            fails.add(f"{where}: provider {spec.get('provider')} is not an extensionProvider here")
+
+
+def fa_caddy(fails: Failures) -> None:
+    lines = [l.split("#", 1)[0].strip() for l in (FORWARD_AUTH / "Caddyfile").read_text().splitlines()]
+    lines = [l for l in lines if l]
+    try:
+        start = next(i for i, l in enumerate(lines) if l.startswith("forward_auth "))
+    except StopIteration:
+        fails.add("Caddyfile: no forward_auth block")
+        return
+    block = lines[start:lines.index("}", start)]
+    if "uri /traefik" not in block:
+        fails.add("Caddyfile: forward_auth must ask `uri /traefik`")
+    copied = {w.lower() for l in block if l.startswith("copy_headers ") for w in l.split()[1:]}
+    before = lines[:start]
+    if not any(l == "route {" for l in before):
+        fails.add("Caddyfile: forward_auth is not inside a `route` (the order would be Caddy's)")
+    for h in FA_CLAIM_HEADERS:
+        if h.lower() not in copied:
+            fails.add(f"Caddyfile: copy_headers lacks {h}")
+        if f"request_header -{h}" not in before:
+            fails.add(f"Caddyfile: no `request_header -{h}` before forward_auth")
+
+
+def fa_service(fails: Failures) -> None:
+    docs = load_yaml_docs(FORWARD_AUTH / "decisions-service.yaml")
+    gw = find(k8s_objects(), "Deployment", "jwt-gateway")[0]
+    labels = gw["spec"]["template"]["metadata"]["labels"]
+    for d in docs:
+        sel = d["spec"].get("selector") or d["spec"].get("podSelector", {}).get("matchLabels", {})
+        if any(labels.get(k) != v for k, v in sel.items()):
+            fails.add(f"decisions-service.yaml {d['kind']}: selector {sel} is not the gateway's pods")
+    _, port = fa_decision_service()
+    for pol in find(docs, "NetworkPolicy"):
+        ports = {p.get("port") for r in pol["spec"].get("ingress", []) for p in r.get("ports", [])}
+        if ports != {port}:
+            fails.add(f"decisions-service.yaml NetworkPolicy: opens {ports}, want only {port}")
+
+
+def cmd_forward_auth(args) -> int:
+    fails = Failures()
+    fa_headers(fails)
+    for check in (fa_service, fa_nginx, fa_ingress_nginx, fa_traefik, fa_envoy, fa_istio, fa_caddy):
+        try:
+            check(fails)
+        except (KeyError, IndexError, TypeError, AttributeError, StopIteration, ValueError) as e:
+            fails.add(f"{check.__name__}: unexpected shape ({type(e).__name__}: {e})")
+    return fails.finish(f"  {len(FA_FILES)} files: each asks its proxy's endpoint on the decision "
+                        f"Service, sends no body, and keeps a client's {', '.join(FA_CLAIM_HEADERS)} "
+                        f"from the upstream")
+
+
+# --------------------------------------------------------------------------------------
 # Dockerfile facts hadolint does not enforce.
 # --------------------------------------------------------------------------------------
 def cmd_dockerfile(args) -> int:
@@ -1008,6 +1283,7 @@ def main() -> int:
     p.add_argument("--out")
     p.set_defaults(fn=cmd_gateway_config)
     sub.add_parser("k8s-policy").set_defaults(fn=cmd_k8s_policy)
+    sub.add_parser("forward-auth").set_defaults(fn=cmd_forward_auth)
     sub.add_parser("dockerfile").set_defaults(fn=cmd_dockerfile)
     sub.add_parser("live-queries").set_defaults(fn=cmd_live_queries)
     args = ap.parse_args()

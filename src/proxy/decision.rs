@@ -24,6 +24,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use super::headers::{self, X_REQUEST_ID};
+use super::host::parse_host;
 use super::pipeline::{
     finish, judge, record, record_decision, ConnInfo, Front, RequestCtx, RequestView, Verdict,
 };
@@ -129,10 +130,13 @@ fn original_request(asker: Asker, parts: &mut Parts) -> Result<(), Denial> {
         }
     };
     let (method, target) = match asker {
-        Asker::Nginx => (
-            Some(one(&parts.headers, &X_ORIGINAL_METHOD)?),
-            one(&parts.headers, &X_ORIGINAL_URI)?,
-        ),
+        Asker::Nginx => {
+            own_host(parts)?;
+            (
+                Some(one(&parts.headers, &X_ORIGINAL_METHOD)?),
+                one(&parts.headers, &X_ORIGINAL_URI)?,
+            )
+        }
         Asker::Traefik => {
             let host = one(&parts.headers, &headers::X_FORWARDED_HOST)?;
             // The decision request's own `Host` names this listener, not the original.
@@ -143,6 +147,7 @@ fn original_request(asker: Asker, parts: &mut Parts) -> Result<(), Denial> {
             )
         }
         Asker::Envoy => {
+            own_host(parts)?;
             let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
             let rest = pq.strip_prefix("/envoy").unwrap_or(pq);
             let target = if rest.starts_with('/') {
@@ -164,6 +169,30 @@ fn original_request(asker: Asker, parts: &mut Parts) -> Result<(), Denial> {
         .ok_or(missing)?;
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
+    Ok(())
+}
+
+/// Moves the host the decision request names in its target (HTTP/2 `:authority`, or an
+/// HTTP/1.1 absolute-form URI) into `Host`, before the original target replaces the URI: an
+/// HTTP/2 client such as Envoy's names the original host there alone. Proxy mode's rules: the
+/// absolute-form host wins over `Host`; an HTTP/2 `Host` that disagrees is a 400.
+fn own_host(parts: &mut Parts) -> Result<(), Denial> {
+    let Some(authority) = parts.uri.authority() else {
+        return Ok(());
+    };
+    let Ok(named) = HeaderValue::from_str(authority.as_str()) else {
+        return Err(Denial::BadRequest(BadRequest::InvalidHost));
+    };
+    if parts.version == http::Version::HTTP_2 {
+        if let Some(host) = parts.headers.get(header::HOST) {
+            return match (parse_host(host.as_bytes()), parse_host(named.as_bytes())) {
+                (Ok(a), Ok(b)) if a != b => Err(Denial::BadRequest(BadRequest::ConflictingHost)),
+                // The same host, or a `Host` the stages will refuse themselves.
+                _ => Ok(()),
+            };
+        }
+    }
+    parts.headers.insert(header::HOST, named);
     Ok(())
 }
 
@@ -326,5 +355,90 @@ fn denied(denial: Denial, request_id: &HeaderValue) -> CheckResponse {
             body: denial.text().json.to_string(),
         })),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(version: http::Version, uri: &str, host: Option<&str>) -> Parts {
+        let mut b = Request::builder()
+            .version(version)
+            .uri(uri)
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/api/x");
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    fn host_of(parts: &Parts) -> Option<&str> {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    }
+
+    #[test]
+    fn an_http2_decision_names_the_original_host_in_its_authority() {
+        for asker in [Asker::Nginx, Asker::Envoy] {
+            let mut parts = head(
+                http::Version::HTTP_2,
+                "http://tenant.example.com/envoy/api/x",
+                None,
+            );
+            original_request(asker, &mut parts).expect("a decision");
+            assert_eq!(host_of(&parts), Some("tenant.example.com"), "{asker:?}");
+            assert_eq!(parts.uri.authority(), None, "{asker:?}");
+            assert_eq!(parts.uri.path(), "/api/x", "{asker:?}");
+
+            let mut same = head(
+                http::Version::HTTP_2,
+                "http://tenant.example.com/envoy/api/x",
+                Some("Tenant.Example.com"),
+            );
+            original_request(asker, &mut same).expect("the same host");
+
+            let mut other = head(
+                http::Version::HTTP_2,
+                "http://tenant.example.com/envoy/api/x",
+                Some("api.example.com"),
+            );
+            assert_eq!(
+                original_request(asker, &mut other),
+                Err(Denial::BadRequest(BadRequest::ConflictingHost)),
+                "{asker:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_absolute_form_target_names_the_host_as_in_proxy_mode() {
+        let mut parts = head(
+            http::Version::HTTP_11,
+            "http://tenant.example.com/nginx",
+            Some("api.example.com"),
+        );
+        original_request(Asker::Nginx, &mut parts).expect("a decision");
+        assert_eq!(host_of(&parts), Some("tenant.example.com"));
+    }
+
+    #[test]
+    fn traefik_names_the_host_in_x_forwarded_host_alone() {
+        let mut parts = head(http::Version::HTTP_2, "http://127.0.0.1:9902/traefik", None);
+        parts
+            .headers
+            .insert("x-forwarded-method", HeaderValue::from_static("GET"));
+        parts
+            .headers
+            .insert("x-forwarded-uri", HeaderValue::from_static("/api/x"));
+        parts.headers.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("api.example.com"),
+        );
+        original_request(Asker::Traefik, &mut parts).expect("a decision");
+        assert_eq!(host_of(&parts), Some("api.example.com"));
     }
 }

@@ -350,6 +350,12 @@ pub async fn judge(
         Some(upstream) => format!("[pass] route {:?} -> {}", route.name(), upstream.uri),
         None => format!("[pass] route {:?} (decisions only)", route.name()),
     });
+    // A route that only answers decisions has nothing to proxy to: 404 before any token is read,
+    // as for a request no route matches.
+    if ctx.front == Front::Proxy && route.config.upstream.is_none() {
+        ctx.narrate(|| "[FAIL] the route serves forward-auth decisions only".into());
+        return Err(Denial::NoRoute);
+    }
     let identity = match &route.config.auth {
         RouteAuth::Anonymous => {
             ctx.narrate(|| "[pass] anonymous route: no token needed".into());

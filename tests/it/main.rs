@@ -10,6 +10,7 @@ mod demo;
 mod differential;
 mod explain;
 mod faults;
+mod forward_auth;
 mod grpc;
 mod hostile;
 mod jwks;

@@ -761,6 +761,11 @@ impl GrpcClient {
         GrpcClient { grpc, conn }
     }
 
+    /// The connection itself, for a generated client (`AuthorizationClient::with_origin`).
+    pub fn connection(&self) -> H2Connection {
+        self.conn.clone()
+    }
+
     /// The response heads this connection received, in order.
     pub fn exchanges(&self) -> Vec<Exchange> {
         self.conn.exchanges.lock().expect("exchanges").clone()

@@ -33,6 +33,9 @@ use serde::Deserialize;
 use super::process::free_port;
 use super::raw_exchange;
 
+/// The `server_name` of the readiness server beside the config a front nginx is given.
+const READY_HOST: &str = "ready.jwt-gateway.test";
+
 /// Where Debian's `tomcat10` puts Tomcat (`CATALINA_HOME`).
 const TOMCAT_HOME: &str = "/usr/share/tomcat10";
 
@@ -76,6 +79,8 @@ enum Kind {
     Nginx,
     Wsgiref,
     Tomcat,
+    /// nginx in front of the gateway (see [`RealUpstream::nginx_front`]): it records nothing.
+    NginxFront,
 }
 
 /// One request as the upstream's application resolved it.
@@ -123,7 +128,7 @@ impl Resolved {
     pub fn header(&self, name: &str) -> Option<&str> {
         let key = match self.kind {
             Kind::Wsgiref => format!("HTTP_{}", name.replace('-', "_").to_ascii_uppercase()),
-            Kind::Nginx | Kind::Tomcat => name.to_ascii_lowercase(),
+            Kind::Nginx | Kind::Tomcat | Kind::NginxFront => name.to_ascii_lowercase(),
         };
         if self.kind == Kind::Nginx {
             assert!(
@@ -200,18 +205,43 @@ http {{
 "#,
                 headers = logged.join(",")
             );
-            let conf_path = dir.join("nginx.conf");
-            std::fs::write(&conf_path, conf).expect("write nginx.conf");
-            let mut command = Command::new("nginx");
-            command
-                .arg("-p")
-                .arg(dir)
-                .arg("-c")
-                .arg(&conf_path)
-                .arg("-e")
-                .arg(dir.join("error.log"))
-                .stdout(log_file(dir, "stdout.log"));
-            spawn(command, dir, "nginx", "Debian's nginx package")
+            spawn_nginx(dir, &conf)
+        })
+    }
+
+    /// nginx in front of the gateway: `http(dir, port)` is the body of the `http {}` block,
+    /// listening on 127.0.0.1:`port`, inside the same process settings as [`RealUpstream::nginx`]
+    /// (one process, temp paths and logs in `dir`). It records nothing: it is ready once it
+    /// accepts connections, and `seen` does not apply.
+    pub fn nginx_front(http: impl Fn(&Path, u16) -> String) -> RealUpstream {
+        RealUpstream::start_on_free_port(Kind::NginxFront, |dir, port| {
+            let d = dir.display();
+            let conf = format!(
+                r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log notice;
+events {{ worker_connections 256; }}
+http {{
+  client_body_temp_path {d}/client_body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  access_log {d}/access.log;
+{http}
+  # Answers only for this instance: a port some other server took meanwhile never looks ready.
+  server {{
+    listen 127.0.0.1:{port};
+    server_name {READY_HOST};
+    location = /__ready {{ return 200 "{d}"; }}
+  }}
+}}
+"#,
+                http = http(dir, port)
+            );
+            spawn_nginx(dir, &conf)
         })
     }
 
@@ -343,7 +373,7 @@ http {{
             // machine (1.5 s measured on an idle one): generous, but bounded.
             let within = match kind {
                 Kind::Tomcat => Duration::from_secs(60),
-                Kind::Nginx | Kind::Wsgiref => Duration::from_secs(10),
+                Kind::Nginx | Kind::Wsgiref | Kind::NginxFront => Duration::from_secs(10),
             };
             match upstream.wait_until_ready(within) {
                 Ok(()) => return upstream,
@@ -355,6 +385,11 @@ http {{
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What the server wrote to its logs so far, for failure messages.
+    pub fn logs(&self) -> String {
+        read_logs(self.dir.path())
     }
 
     /// Every request the server has recorded, in order.
@@ -445,6 +480,9 @@ http {{
         loop {
             self.still_running()?;
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                if self.kind == Kind::NginxFront {
+                    return self.answers_ready(deadline);
+                }
                 let n = self.fences.fetch_add(1, Ordering::SeqCst) + 1;
                 let left = deadline.saturating_duration_since(Instant::now());
                 return self.fence(n, left.max(Duration::from_secs(1)));
@@ -453,6 +491,28 @@ http {{
                 return Err(format!(
                     "{:?} did not listen on {} within {within:?}:\n{}",
                     self.kind,
+                    self.addr,
+                    read_logs(self.dir.path())
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls the front's `/__ready` until it names this instance's folder.
+    fn answers_ready(&self, deadline: Instant) -> Result<(), String> {
+        let request =
+            format!("GET /__ready HTTP/1.1\r\nHost: {READY_HOST}\r\nConnection: close\r\n\r\n");
+        let marker = self.dir.path().display().to_string();
+        loop {
+            self.still_running()?;
+            let answer = raw_exchange(self.addr, request.as_bytes(), Duration::from_secs(2));
+            if answer.starts_with("HTTP/1.1 200") && answer.ends_with(&marker) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "nginx on {} did not answer as this instance ({answer:?}):\n{}",
                     self.addr,
                     read_logs(self.dir.path())
                 ));
@@ -484,6 +544,22 @@ impl Drop for RealUpstream {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Debian's nginx on `conf`, written into `dir` as `nginx.conf`.
+fn spawn_nginx(dir: &Path, conf: &str) -> Child {
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let mut command = Command::new("nginx");
+    command
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(log_file(dir, "stdout.log"));
+    spawn(command, dir, "nginx", "Debian's nginx package")
 }
 
 /// Starts `command` with its stderr in `dir`; a missing program fails naming its package.

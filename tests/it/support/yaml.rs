@@ -255,6 +255,12 @@ impl Route {
         self
     }
 
+    /// No `upstream`: the route answers forward-auth decisions only.
+    pub fn decisions_only(mut self) -> Route {
+        self.upstream = String::new();
+        self
+    }
+
     pub fn strip_prefix(mut self, prefix: &str) -> Route {
         self.strip_prefix = Some(prefix.into());
         self
@@ -326,7 +332,9 @@ impl Display for Route {
         if let Some(prefix) = &self.strip_prefix {
             writeln!(f, "    strip_prefix: {prefix}")?;
         }
-        writeln!(f, "    upstream: \"{}\"", self.upstream)?;
+        if !self.upstream.is_empty() {
+            writeln!(f, "    upstream: \"{}\"", self.upstream)?;
+        }
         match &self.auth {
             Auth::Anonymous => writeln!(f, "    auth: anonymous")?,
             Auth::Protected {
