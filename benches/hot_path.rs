@@ -373,8 +373,8 @@ fn cached_paths(c: &mut Criterion) {
                     ready(judge(&gateway, &mut ctx, RequestView::of(&parts))).expect("allowed");
                 let snapshot = ctx.snapshot.clone();
                 let route = &snapshot.routes.routes()[verdict.route];
-                let (upstream, _wire) = proxied_upstream(route, false).expect("an upstream");
-                rewrite_request(&ctx, route, upstream, verdict, &mut parts, false)
+                let destination = proxied_upstream(route, false, false).expect("an upstream");
+                rewrite_request(&ctx, route, destination, verdict, &mut parts, false)
                     .expect("rewritten");
                 parts
             })

@@ -99,8 +99,8 @@ pub async fn explain_request(gateway: &Gateway, conn: ConnInfo, mut parts: Parts
             let websocket =
                 headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
             let grpc = crate::grpc::is_grpc(&parts.headers);
-            proxied_upstream(route, grpc).and_then(|(upstream, _)| {
-                rewrite_request(&ctx, route, upstream, verdict, &mut parts, websocket)
+            proxied_upstream(route, grpc, websocket).and_then(|destination| {
+                rewrite_request(&ctx, route, destination, verdict, &mut parts, websocket)
                     .map(|()| parts)
             })
         }

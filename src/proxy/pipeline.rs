@@ -249,8 +249,8 @@ async fn proxy(
     let snapshot = ctx.snapshot.clone();
     let route = &snapshot.routes.routes()[verdict.route];
     tracing::Span::current().record("route", route.name());
-    let (upstream, wire) = proxied_upstream(route, ctx.grpc)?;
     let websocket = headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
+    let destination = proxied_upstream(route, ctx.grpc, websocket)?;
     let upgrade = websocket
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
@@ -261,8 +261,8 @@ async fn proxy(
             revocations: gateway.revocations.clone(),
         }),
     });
-    rewrite_request(ctx, route, upstream, verdict, &mut parts, websocket)?;
-    forward(ctx, route, wire, parts, body, tunnel).await
+    rewrite_request(ctx, route, destination, verdict, &mut parts, websocket)?;
+    forward(ctx, route, destination.wire, parts, body, tunnel).await
 }
 
 /// Every stage that reads the request head: no I/O except a JWKS refetch on an unknown kid.
@@ -476,17 +476,32 @@ fn counts_as_failure(denial: Denial) -> bool {
     )
 }
 
-/// Where and how a proxied request to `route` goes: its upstream and the wire.
+/// Where and how a proxied request goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Destination<'r> {
+    pub upstream: &'r Upstream,
+    pub wire: Wire,
+}
+
+/// The upstream of `route` and the wire a request to it takes: a WebSocket handshake, which
+/// only HTTP/1.1 can carry, is never left to ALPN.
 ///
 /// # Errors
 ///
 /// 404 for a route that only answers decisions, UNIMPLEMENTED for gRPC to an HTTP/1.1 upstream.
-pub fn proxied_upstream(route: &Route, grpc: bool) -> Result<(&Upstream, Wire), Denial> {
+pub fn proxied_upstream(
+    route: &Route,
+    grpc: bool,
+    websocket: bool,
+) -> Result<Destination<'_>, Denial> {
     let upstream = route.config.upstream.as_ref().ok_or(Denial::NoRoute)?;
     let https = upstream.scheme == http::uri::Scheme::HTTPS;
-    let wire = Wire::for_route(route.config.upstream_protocol, https, grpc)
-        .ok_or(Denial::GrpcNeedsHttp2)?;
-    Ok((upstream, wire))
+    let wire = match Wire::for_route(route.config.upstream_protocol, https, grpc) {
+        Some(Wire::Negotiated) if websocket => Wire::Http1,
+        Some(wire) => wire,
+        None => return Err(Denial::GrpcNeedsHttp2),
+    };
+    Ok(Destination { upstream, wire })
 }
 
 /// The request's host: the absolute-form or HTTP/2 authority, else `Host`. Every `Host` present
@@ -585,13 +600,14 @@ fn render_claims(
 pub fn rewrite_request(
     ctx: &RequestCtx,
     route: &Route,
-    upstream: &Upstream,
+    destination: Destination<'_>,
     verdict: Verdict,
     parts: &mut Parts,
     websocket: bool,
 ) -> Result<(), Denial> {
     let snapshot = &ctx.snapshot;
     let server = &snapshot.config.server;
+    let upstream = destination.upstream;
     let uri = upstream_uri(
         route,
         upstream,
@@ -640,7 +656,11 @@ pub fn rewrite_request(
     for (name, value) in verdict.claim_headers {
         headers.insert(name, value);
     }
-    headers.insert(header::HOST, upstream.host_header.clone());
+    // HTTP/2 names the host in `:authority` (from the URI); a `Host` beside it is a duplicate to
+    // nginx, which refuses the request. Where ALPN decides, the pool adds `Host` for HTTP/1.1.
+    if destination.wire == Wire::Http1 {
+        headers.insert(header::HOST, upstream.host_header.clone());
+    }
     parts.uri = uri;
     // The pool picks the upstream's protocol (HTTP/2 takes any request version, HTTP/1.1 refuses
     // one marked HTTP/2), whatever the client spoke.

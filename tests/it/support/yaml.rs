@@ -206,6 +206,7 @@ pub struct Route {
     auth: Auth,
     forward_token: bool,
     forward_claims: Vec<(String, String)>,
+    lines: Vec<String>,
 }
 
 fn route(name: &str, prefix: &str, upstream: &str, auth: Auth) -> Route {
@@ -219,6 +220,7 @@ fn route(name: &str, prefix: &str, upstream: &str, auth: Auth) -> Route {
         auth,
         forward_token: false,
         forward_claims: Vec::new(),
+        lines: Vec::new(),
     }
 }
 
@@ -263,6 +265,12 @@ impl Route {
 
     pub fn strip_prefix(mut self, prefix: &str) -> Route {
         self.strip_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Any other key of the route, e.g. `upstream_protocol: http2`.
+    pub fn line(mut self, line: &str) -> Route {
+        self.lines.push(line.to_string());
         self
     }
 
@@ -334,6 +342,9 @@ impl Display for Route {
         }
         if !self.upstream.is_empty() {
             writeln!(f, "    upstream: \"{}\"", self.upstream)?;
+        }
+        for line in &self.lines {
+            writeln!(f, "    {line}")?;
         }
         match &self.auth {
             Auth::Anonymous => writeln!(f, "    auth: anonymous")?,
