@@ -182,9 +182,12 @@ def main(run_dir, output):
             w["cpu_pct"] = min(100.0, 100 * cpu_s / secs) if secs > 0 else None
             w["core0"] = int(row["core0_busy_pct"])
             w["load_pct"] = min(100.0, 100 * int(row.get("load_ticks") or 0) / clk / secs) if secs > 0 else None
-            # core 1 busy beyond the server under test: other processes (only when pinned)
-            on_core1 = 0 if row["target"] in NO_CORE1_SERVER else (w["cpu_pct"] or 0)
-            w["foreign"] = max(0.0, int(row["core1_busy_pct"]) - on_core1)
+            # the server's core busy beyond the server under test: other processes (only when
+            # pinned). Without a server on core 1 (direct gRPC) that is core 0 beyond the load side.
+            if row["target"] in NO_CORE1_SERVER:
+                w["foreign"] = max(0.0, w["core0"] - (w["load_pct"] or 0))
+            else:
+                w["foreign"] = max(0.0, int(row["core1_busy_pct"]) - (w["cpu_pct"] or 0))
             hits, misses = int(row["hits"]), int(row["misses"])
             w["hit_ratio"] = hits / (hits + misses) if hits + misses else None
             w["validations"] = hits + misses
@@ -250,8 +253,9 @@ def main(run_dir, output):
                 )
         foreign = med(tid, "foreign")
         if "core 1" in meta.get("pinning", "") and foreign is not None and foreign > 5:
+            core = 0 if tid in NO_CORE1_SERVER else 1
             problems.append(
-                f"{name}: core 1 was {foreign:.0f} % busy with other processes besides the server under test: "
+                f"{name}: core {core} was {foreign:.0f} % busy with other processes besides the server under test: "
                 "the machine was not quiet, figures are disturbed"
             )
         if tid == "gw-uncached" and hr is not None and hr > 0.01:
