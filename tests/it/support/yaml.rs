@@ -191,6 +191,8 @@ enum Auth {
         providers: Option<String>,
         audience: Option<String>,
         require: Vec<String>,
+        /// Other `auth` keys, as written: `optional: true`, `token_from: [..]`.
+        lines: Vec<String>,
     },
 }
 
@@ -235,6 +237,7 @@ pub fn protected(name: &str, prefix: &str, upstream: &str) -> Route {
         providers: Some(quoted(&["test"])),
         audience: None,
         require: Vec::new(),
+        lines: Vec::new(),
     };
     route(name, prefix, upstream, auth)
 }
@@ -280,6 +283,7 @@ impl Route {
                 providers,
                 audience,
                 require,
+                ..
             } => (providers, audience, require),
             Auth::Anonymous => panic!("route {}: an anonymous route has no auth rules", self.name),
         }
@@ -309,6 +313,15 @@ impl Route {
     pub fn require_all(mut self, claim: &str, values: &[&str]) -> Route {
         let rule = format!("- claim: {claim}\n  all_of: {}", quoted(values));
         self.protected_auth().2.push(rule);
+        self
+    }
+
+    /// Another `auth` key, e.g. `token_from: [header, "cookie:at"]` or `optional: true`.
+    pub fn auth_line(mut self, line: &str) -> Route {
+        match &mut self.auth {
+            Auth::Protected { lines, .. } => lines.push(line.to_string()),
+            Auth::Anonymous => panic!("route {}: an anonymous route has no auth keys", self.name),
+        }
         self
     }
 
@@ -352,11 +365,13 @@ impl Display for Route {
                 providers: None,
                 audience: None,
                 require,
-            } if require.is_empty() => writeln!(f, "    auth: {{}}")?,
+                lines,
+            } if require.is_empty() && lines.is_empty() => writeln!(f, "    auth: {{}}")?,
             Auth::Protected {
                 providers,
                 audience,
                 require,
+                lines,
             } => {
                 writeln!(f, "    auth:")?;
                 if let Some(providers) = providers {
@@ -368,6 +383,9 @@ impl Display for Route {
                 if !require.is_empty() {
                     writeln!(f, "      require:")?;
                     f.write_str(&indented(&require.join("\n"), 8))?;
+                }
+                for line in lines {
+                    writeln!(f, "      {line}")?;
                 }
             }
         }
