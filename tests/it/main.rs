@@ -6,6 +6,7 @@ mod attacks;
 mod audit;
 mod auth;
 mod browser;
+mod chromium;
 mod cli;
 mod demo;
 mod differential;
