@@ -1186,3 +1186,31 @@ async fn decisions_are_counted_by_route_as_in_proxy_mode() {
         "only the proxied request went upstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_name_the_resource_metadata_in_their_challenges_as_proxy_mode_does() {
+    let rig = Rig::start(|i, u| {
+        shape(i, u).server(server().limits("max_body_bytes: 1000").line(
+            "resource_metadata: { resource: \"https://api.example.com\", \
+             authorization_servers: [\"https://idp.example.com\"] }",
+        ))
+    })
+    .await;
+    let want = format!(
+        "Bearer realm=\"jwt-gateway\", resource_metadata=\"{}\"",
+        "https://api.example.com/.well-known/oauth-protected-resource"
+    );
+    let proxied = proxied(&rig, "/api/x", None).await;
+    assert_eq!(proxied.header("www-authenticate"), Some(want.as_str()));
+    let r = decide(&rig, Wire::H1, "/traefik", &traefik_headers("/api/x", None)).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("www-authenticate"), Some(want.as_str()));
+    let r = check(&rig, check_request("/api/x", &[])).await;
+    let headers = options(&denied_response(&r).headers);
+    assert_eq!(
+        headers.get("www-authenticate").map(String::as_str),
+        Some(want.as_str()),
+        "{r:?}"
+    );
+    assert_eq!(rig.upstream.requests(), 0);
+}
