@@ -57,7 +57,7 @@ LABEL_VALUES = {
     "decision": {"allow", "deny"},
     "reason": {"ok", "missing_token", "malformed", "bad_signature", "unknown_kid",
                "alg_not_allowed", "expired", "not_yet_valid", "issuer", "audience",
-               "missing_claim", "insufficient_scope", "revoked", "keys_unavailable"},
+               "missing_claim", "insufficient_scope", "revoked", "keys_unavailable", "binding"},
     "cache": {"hit", "miss"},
     "result": {"ok", "error"},
     "backend": {"memory", "redis"},
