@@ -417,11 +417,13 @@ fn protected_auth(
             .collect(),
         None => Vec::new(),
     };
+    let require_binding = super::binding::require_binding(f, errors);
     f.end(errors);
     Some(ProtectedAuth {
         providers: chosen,
         audience,
         require,
+        require_binding,
     })
 }
 
