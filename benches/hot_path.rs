@@ -332,6 +332,7 @@ fn cached_paths(c: &mut Criterion) {
     let conn = ConnInfo {
         peer: "127.0.0.1:40000".parse().expect("addr"),
         tls: true,
+        client_cert: None,
     };
     let request = |path: &str, token: Option<&str>| {
         let mut b = http::Request::builder()

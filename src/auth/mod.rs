@@ -2,6 +2,7 @@
 //! this route. Nothing here knows about HTTP forwarding; `proxy` calls in.
 
 pub mod bearer;
+pub mod binding;
 pub(crate) mod cache;
 pub mod jwk;
 pub(crate) mod keyset;

@@ -52,6 +52,8 @@ pub fn explain(
         let conn = ConnInfo {
             peer: EXPLAINED_PEER,
             tls,
+            // The explainer presents no client certificate: an mTLS-bound token is refused.
+            client_cert: None,
         };
         out.push_str(&explain_request(&gateway, conn, parts).await.render());
         Ok::<_, CliError>(out)

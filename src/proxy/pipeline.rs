@@ -46,6 +46,7 @@ use super::headers::{self, X_REQUEST_ID};
 use super::host::{parse_host, RequestHost};
 use super::shape::check_shape;
 use crate::auth::bearer;
+use crate::auth::binding::CertThumbprint;
 use crate::auth::cache::CachedToken;
 use crate::auth::revocation::Revocations;
 use crate::auth::throttle::client_ip;
@@ -78,6 +79,9 @@ pub enum Front {
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The client certificate the TLS handshake verified (`server.tls.client_auth`), for
+    /// mTLS-bound tokens.
+    pub client_cert: Option<CertThumbprint>,
 }
 
 /// The head of a request as a front presents it to the stages; never its body.
