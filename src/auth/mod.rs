@@ -4,6 +4,7 @@
 pub mod bearer;
 pub mod binding;
 pub(crate) mod cache;
+pub mod dpop;
 pub mod jwk;
 pub(crate) mod keyset;
 pub mod revocation;
@@ -12,4 +13,4 @@ pub mod token;
 pub mod verify;
 
 // The vocabulary config shares with auth lives in leaf modules, so config never imports auth.
-pub use crate::algorithm::{Algorithm, KeyType};
+pub use crate::algorithm::{Algorithm, AlgorithmSet, KeyType};
