@@ -7,6 +7,7 @@ pub(crate) mod cache;
 pub mod dpop;
 pub mod jwk;
 pub(crate) mod keyset;
+pub mod replay;
 pub mod revocation;
 pub(crate) mod throttle;
 pub mod token;
