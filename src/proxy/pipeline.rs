@@ -529,6 +529,10 @@ async fn authenticate(
     max_token_bytes: usize,
 ) -> Result<Arc<CachedToken>, Denial> {
     let credential = match bearer::credential(headers, max_token_bytes) {
+        // As before the scheme was read: no bearer token, until proofs are checked.
+        Ok(Some(credential)) if credential.scheme() == bearer::Scheme::Dpop => {
+            return Err(Denial::NoToken)
+        }
         Ok(Some(credential)) => credential,
         Ok(None) => return Err(Denial::NoToken),
         Err(_) => return Err(Denial::BadAuthorization),
