@@ -83,7 +83,7 @@ impl ProofFault {
 pub struct Expected<'a> {
     pub method: &'a Method,
     /// Whether the proof's `htu` names this request's target (the caller normalizes both).
-    pub htu: &'a dyn Fn(&str) -> bool,
+    pub htu: &'a (dyn Fn(&str) -> bool + Sync),
     /// The access token exactly as presented, for `ath`.
     pub token: &'a [u8],
     /// The token's `cnf.jkt`; `None` when it has none (then no proof can match).
