@@ -1029,3 +1029,69 @@ async fn check_request_takes_a_dpop_header() {
         "{out}"
     );
 }
+
+/// The access log of the real binary: a replayed and a wrong proof are logged with reason
+/// `binding`, and no part of a proof or the token appears anywhere in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_says_binding_and_never_shows_a_proof() {
+    use crate::support::process::{free_port, GatewayProcess};
+    let py = PyClient::start();
+    let rig = Rig::start(|i, u| dpop_config(i, u, "memory", None)).await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = dpop_config(&rig.issuer, &rig.upstream, "memory", None)
+        .server(server().listen(port))
+        .admin(&format!("listen: \"127.0.0.1:{admin}\""))
+        .section("log: { level: info, format: json }")
+        .yaml();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut gateway = GatewayProcess::spawn(dir.path(), &yaml, &[]);
+    gateway.wait_until_ok(admin, "/readyz").await;
+    let key = py.key("ES256");
+    let token = bound_token(&rig, json!({"jkt": key.jkt}));
+    let url = format!("http://127.0.0.1:{port}/api/x");
+    let client = rig.client();
+    let send = |proof: &str| {
+        client
+            .get(&url)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .send()
+    };
+    let good = py.proof(&key, "GET", &url, &token, json!({}));
+    let bad = py.proof(&key, "POST", &url, &token, json!({}));
+    let before = rig.upstream.requests();
+    assert_eq!(send(&good).await.expect("sent").status(), 200);
+    assert_eq!(send(&good).await.expect("sent").status(), 401, "replayed");
+    assert_eq!(send(&bad).await.expect("sent").status(), 401, "htm");
+    assert_eq!(rig.upstream.requests(), before + 1);
+    gateway.sigterm();
+    assert_eq!(gateway.exit_status().await.code(), Some(0));
+
+    let log = gateway.log();
+    let access: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "access")
+        .collect();
+    let reasons: Vec<(&Value, &Value)> = access
+        .iter()
+        .map(|l| (&l["status"], &l["reason"]))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (&json!(200), &json!("ok")),
+            (&json!(401), &json!("binding")),
+            (&json!(401), &json!("binding")),
+        ],
+        "{log}"
+    );
+    for secret in [&good, &bad, &token] {
+        for part in secret.split('.') {
+            assert!(
+                !log.contains(part),
+                "the log shows a proof or token part:\n{log}"
+            );
+        }
+    }
+}
