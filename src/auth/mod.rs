@@ -11,6 +11,7 @@ pub mod replay;
 pub mod revocation;
 pub(crate) mod throttle;
 pub mod token;
+pub mod token_source;
 pub mod verify;
 
 // The vocabulary config shares with auth lives in leaf modules, so config never imports auth.

@@ -11,6 +11,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::auth::keyset::ProviderKeys;
 use crate::config::{Config, RouteAuth};
+use crate::denial::MetadataChallenges;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::tls::{self, TlsError};
 use crate::upstream::{upstream_tls, UpstreamClient};
@@ -35,6 +36,8 @@ pub struct Snapshot {
     /// The upstream pools, kept across reloads unless `upstream_tls` or the connect timeout
     /// changed (a changed CA file is re-read then).
     pub upstream: UpstreamClient,
+    /// The challenges with `resource_metadata` appended, when `server.resource_metadata` is set.
+    pub metadata_challenges: Option<MetadataChallenges>,
 }
 
 /// Compiles `config` into a snapshot. Providers whose settings equal one of `previous`'s are
@@ -130,6 +133,11 @@ pub fn build(
         admin_tls,
         forward_auth_tls,
         upstream,
+        metadata_challenges: config
+            .server
+            .resource_metadata
+            .as_ref()
+            .map(|m| MetadataChallenges::new(&m.url)),
         config: Arc::new(config),
     })
 }

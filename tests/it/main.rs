@@ -6,6 +6,7 @@ mod attacks;
 mod audit;
 mod auth;
 mod binding;
+mod browser;
 mod cli;
 mod demo;
 mod differential;

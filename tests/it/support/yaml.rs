@@ -207,6 +207,8 @@ enum Auth {
         audience: Option<String>,
         require: Vec<String>,
         require_binding: Option<String>,
+        /// Other `auth` keys, as written: `optional: true`, `token_from: [..]`.
+        lines: Vec<String>,
     },
 }
 
@@ -222,6 +224,7 @@ pub struct Route {
     auth: Auth,
     forward_token: bool,
     forward_claims: Vec<(String, String)>,
+    lines: Vec<String>,
 }
 
 fn route(name: &str, prefix: &str, upstream: &str, auth: Auth) -> Route {
@@ -235,6 +238,7 @@ fn route(name: &str, prefix: &str, upstream: &str, auth: Auth) -> Route {
         auth,
         forward_token: false,
         forward_claims: Vec::new(),
+        lines: Vec::new(),
     }
 }
 
@@ -250,6 +254,7 @@ pub fn protected(name: &str, prefix: &str, upstream: &str) -> Route {
         audience: None,
         require: Vec::new(),
         require_binding: None,
+        lines: Vec::new(),
     };
     route(name, prefix, upstream, auth)
 }
@@ -280,6 +285,12 @@ impl Route {
 
     pub fn strip_prefix(mut self, prefix: &str) -> Route {
         self.strip_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Any other key of the route, e.g. `upstream_protocol: http2`.
+    pub fn line(mut self, line: &str) -> Route {
+        self.lines.push(line.to_string());
         self
     }
 
@@ -333,6 +344,15 @@ impl Route {
         self
     }
 
+    /// Another `auth` key, e.g. `token_from: [header, "cookie:at"]` or `optional: true`.
+    pub fn auth_line(mut self, line: &str) -> Route {
+        match &mut self.auth {
+            Auth::Protected { lines, .. } => lines.push(line.to_string()),
+            Auth::Anonymous => panic!("route {}: an anonymous route has no auth keys", self.name),
+        }
+        self
+    }
+
     /// Forwards claim `claim` (a dotted path) as header `header`.
     pub fn forward(mut self, claim: &str, header: &str) -> Route {
         self.forward_claims.push((claim.into(), header.into()));
@@ -364,6 +384,9 @@ impl Display for Route {
         if !self.upstream.is_empty() {
             writeln!(f, "    upstream: \"{}\"", self.upstream)?;
         }
+        for line in &self.lines {
+            writeln!(f, "    {line}")?;
+        }
         match &self.auth {
             Auth::Anonymous => writeln!(f, "    auth: anonymous")?,
             Auth::Protected {
@@ -371,12 +394,14 @@ impl Display for Route {
                 audience: None,
                 require,
                 require_binding: None,
-            } if require.is_empty() => writeln!(f, "    auth: {{}}")?,
+                lines,
+            } if require.is_empty() && lines.is_empty() => writeln!(f, "    auth: {{}}")?,
             Auth::Protected {
                 providers,
                 audience,
                 require,
                 require_binding,
+                lines,
             } => {
                 writeln!(f, "    auth:")?;
                 if let Some(providers) = providers {
@@ -391,6 +416,9 @@ impl Display for Route {
                 if !require.is_empty() {
                     writeln!(f, "      require:")?;
                     f.write_str(&indented(&require.join("\n"), 8))?;
+                }
+                for line in lines {
+                    writeln!(f, "      {line}")?;
                 }
             }
         }
