@@ -1095,3 +1095,70 @@ async fn the_access_log_says_binding_and_never_shows_a_proof() {
         }
     }
 }
+
+/// Tokens from a cookie or query parameter (`token_from`) are bearer tokens: a DPoP-bound one is
+/// refused there (reason `binding`) even with a valid proof beside it, an unbound one passes, and
+/// `require_binding` still refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_a_cookie_are_bearer_tokens_to_the_binding_stage() {
+    let py = PyClient::start();
+    let rig = Rig::start(|i, u| {
+        dpop_config(i, u, "memory", None)
+            .route(
+                protected("jar", "/jar", &u.url())
+                    .auth_line(r#"token_from: [header, "cookie:at"]"#),
+            )
+            .route(
+                protected("strictjar", "/strictjar", &u.url())
+                    .auth_line(r#"token_from: ["cookie:at"]"#)
+                    .require_binding("dpop"),
+            )
+    })
+    .await;
+    let key = py.key("ES256");
+    let bound = bound_token(&rig, json!({"jkt": key.jkt}));
+    let htu = rig.gw.url("/jar/x");
+    let proof = py.proof(&key, "GET", &htu, &bound, json!({}));
+    let with_cookie = |path: &str, token: &str, proof: Option<&str>| {
+        let mut req = rig
+            .client()
+            .get(rig.gw.url(path))
+            .header("cookie", format!("at={token}"));
+        if let Some(p) = proof {
+            req = req.header("dpop", p);
+        }
+        async move { req.send().await.expect("sent") }
+    };
+    let want = Want::Invalid("binding");
+    let (gw, up) = (&rig.gw, &rig.upstream);
+    expect_denied(
+        gw,
+        up,
+        "jar",
+        want,
+        "jkt token from a cookie, with a valid proof",
+        with_cookie("/jar/x", &bound, Some(&proof)),
+    )
+    .await;
+    expect_denied(
+        gw,
+        up,
+        "strictjar",
+        want,
+        "unbound token from a cookie, require_binding: dpop",
+        with_cookie("/strictjar/x", &rig.token(), None),
+    )
+    .await;
+    assert_eq!(
+        with_cookie("/jar/x", &rig.token(), None).await.status(),
+        200,
+        "an unbound cookie token passes where no binding is required"
+    );
+    // The same bound token and proof under `Authorization: DPoP` pass on the same route.
+    assert_eq!(
+        dpop_get(gw, "/jar/x", None, &bound, &[&proof])
+            .await
+            .status(),
+        200
+    );
+}
