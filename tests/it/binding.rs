@@ -21,17 +21,17 @@ use crate::support::{expect_denied, metric, Rig, TestGateway, Want};
 const PYTHON: &str = "/usr/bin/python3";
 
 /// The Python client, one per test: it keeps the key pairs it made, by id.
-struct PyClient {
+pub(crate) struct PyClient {
     child: Child,
     io: Mutex<(ChildStdin, BufReader<ChildStdout>)>,
 }
 
 /// A key pair the Python client holds: its public JWK and RFC 7638 thumbprint as Python
 /// computed them, and the JWK with its private members (for the proof that leaks one).
-struct PyKey {
+pub(crate) struct PyKey {
     id: u64,
     jwk: Value,
-    jkt: String,
+    pub(crate) jkt: String,
     private_jwk: Value,
 }
 
@@ -54,7 +54,7 @@ struct ClientPki {
 }
 
 impl PyClient {
-    fn start() -> PyClient {
+    pub(crate) fn start() -> PyClient {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/binding_client.py"
@@ -89,7 +89,7 @@ impl PyClient {
         answer
     }
 
-    fn key(&self, alg: &str) -> PyKey {
+    pub(crate) fn key(&self, alg: &str) -> PyKey {
         let k = self.call(json!({"op": "key", "alg": alg}));
         PyKey {
             id: k["id"].as_u64().expect("id"),
@@ -101,7 +101,14 @@ impl PyClient {
 
     /// A proof by `key` for `htm` `htu` and `token`, with `extra` merged into the request
     /// (`header`, `claims`, `iat`, `jti`, `signer`, `alg`, `raw`: see the script).
-    fn proof(&self, key: &PyKey, htm: &str, htu: &str, token: &str, extra: Value) -> String {
+    pub(crate) fn proof(
+        &self,
+        key: &PyKey,
+        htm: &str,
+        htu: &str,
+        token: &str,
+        extra: Value,
+    ) -> String {
         let mut request =
             json!({"op": "proof", "key": key.id, "htm": htm, "htu": htu, "token": token});
         if let (Some(r), Value::Object(more)) = (request.as_object_mut(), extra) {
@@ -304,7 +311,7 @@ fn dpop_config(
 }
 
 /// A token of the rig's issuer bound to `cnf`.
-fn bound_token(rig: &Rig, cnf: Value) -> String {
+pub(crate) fn bound_token(rig: &Rig, cnf: Value) -> String {
     let mut claims = rig.claims();
     claims["cnf"] = cnf;
     rig.mint(&claims)
@@ -1161,4 +1168,65 @@ async fn tokens_from_a_cookie_are_bearer_tokens_to_the_binding_stage() {
             .status(),
         200
     );
+}
+
+/// Forward-auth (Traefik's headers): the decision checks the proof against the URI the client
+/// used, as the asking proxy names it, and uses it up; a certificate-bound token is refused, as
+/// the client's TLS ends at the other proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_decisions_check_dpop_proofs_too() {
+    let py = PyClient::start();
+    let rig =
+        Rig::start(|i, u| dpop_config(i, u, "memory", None).section("forward_auth: {}")).await;
+    let decisions = rig.gw.decisions.expect("the decision listener");
+    let key = py.key("EdDSA");
+    let token = bound_token(&rig, json!({"jkt": key.jkt}));
+    let decide = |token: &str, scheme: &str, proof: Option<&str>| {
+        let mut req = rig
+            .client()
+            .get(format!("http://{decisions}/traefik"))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "api.example.com")
+            .header("x-forwarded-uri", "/api/x?page=2")
+            .header("authorization", format!("{scheme} {token}"));
+        if let Some(p) = proof {
+            req = req.header("dpop", p);
+        }
+        async move { req.send().await.expect("decision") }
+    };
+    let proof = py.proof(
+        &key,
+        "GET",
+        "https://api.example.com/api/x",
+        &token,
+        json!({}),
+    );
+    let ok = decide(&token, "DPoP", Some(&proof)).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-auth-subject"], "alice");
+    let again = decide(&token, "DPoP", Some(&proof)).await;
+    assert_eq!(again.status(), 401, "replayed");
+    assert_eq!(again.headers()["www-authenticate"], CHALLENGE);
+    let wrong = py.proof(
+        &key,
+        "GET",
+        "http://api.example.com/api/x",
+        &token,
+        json!({}),
+    );
+    let refused = decide(&token, "DPoP", Some(&wrong)).await;
+    assert_eq!(refused.status(), 401, "the client's scheme was https");
+    assert_eq!(refused.headers()["www-authenticate"], CHALLENGE);
+    let x5t = bound_token(
+        &rig,
+        json!({"x5t#S256": "aUZ6A8Bx-LMcBEml4KgV5qR7tr2Gdr_w96vsyc0qPAE"}),
+    );
+    let refused = decide(&x5t, "Bearer", None).await;
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["www-authenticate"]
+        .to_str()
+        .expect("ASCII")
+        .starts_with(r#"Bearer error="invalid_token""#));
+    assert_eq!(rig.upstream.requests(), 0, "a decision forwards nothing");
 }
