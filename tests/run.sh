@@ -24,6 +24,8 @@ command -v python3 >/dev/null || want+=(python3)
 /usr/bin/python3 -c 'import cryptography, jwt' 2>/dev/null || want+=(python3-cryptography python3-jwt)
 # Tomcat is not on PATH: the tests run Debian's install in /usr/share/tomcat10 with `java`.
 { [ -e /usr/share/tomcat10/bin/bootstrap.jar ] && command -v java >/dev/null; } || want+=(tomcat10)
+# The browser end-to-end test (tests/it/chromium.rs) drives headless Chromium.
+command -v chromium >/dev/null || want+=(chromium)
 if ((${#want[@]})); then
   step "installing Debian packages: ${want[*]}"
   if [ "$(id -u)" != 0 ]; then

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod binding;
 mod browser;
+mod chromium;
 mod cli;
 mod demo;
 mod differential;
