@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%d s into the run)\n' "$*" "$SECONDS"; }
 
 # Debian packages used by tests: redis-server (shared revocation and DPoP replay), prometheus
 # (promtool and a real scrape), nginx, python3 and tomcat10 (the real upstreams of
@@ -59,5 +59,7 @@ bash bench/run.sh --smoke
 step "deploy checks (promtool, Kubernetes schemas, dashboard, systemd)"
 bash deploy/check.sh
 
-step "fuzz smoke: every cargo-fuzz target, 15 s each (longer runs: bash fuzz/run.sh 3600)"
-FUZZ_FLAGS="-s none" bash fuzz/run.sh 15
+step "fuzz smoke: every cargo-fuzz target, 10 s each (longer runs: bash fuzz/run.sh 3600)"
+FUZZ_FLAGS="-s none" bash fuzz/run.sh 10
+
+printf '\n==> all green in %d s\n' "$SECONDS"
