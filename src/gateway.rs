@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::cache::VerifiedCache;
 use crate::auth::keyset::ProviderKeys;
+use crate::auth::replay::ReplayCache;
 use crate::auth::revocation::{RevocationError, Revocations};
 use crate::auth::throttle::FailureThrottle;
 use crate::config::Config;
@@ -42,6 +43,8 @@ pub struct Gateway {
     /// Revocations outlive reloads: a changed `revocation:` section needs a restart.
     pub revocations: Arc<Revocations>,
     pub throttle: FailureThrottle,
+    /// DPoP proofs already accepted; outlives reloads, so a reload never forgets one.
+    pub replay: ReplayCache,
     jwks_http: reqwest::Client,
     /// Roots the embedder trusts for TLS upstreams, kept for the snapshots of later reloads.
     extra_roots: Vec<CertificateDer<'static>>,
@@ -80,6 +83,7 @@ impl Gateway {
             cache,
             revocations,
             throttle: FailureThrottle::new(),
+            replay: ReplayCache::default(),
             jwks_http,
             extra_roots: options.extra_roots,
             background: tokio::sync::Mutex::new(Background::default()),

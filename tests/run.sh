@@ -11,14 +11,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s (%d s into the run)\n' "$*" "$SECONDS"; }
 
-# Debian packages used by tests: redis-server (shared revocation), prometheus (promtool and a
-# real scrape), and nginx, python3 and tomcat10 (the real upstreams of tests/it/differential.rs;
-# tomcat10 brings a JRE). The load-benchmark smoke run installs its own (haproxy, nginx, wrk).
+# Debian packages used by tests: redis-server (shared revocation and DPoP replay), prometheus
+# (promtool and a real scrape), nginx, python3 and tomcat10 (the real upstreams of
+# tests/it/differential.rs; tomcat10 brings a JRE), python3-cryptography and python3-jwt. The load-benchmark smoke run installs its own (haproxy, nginx, wrk).
 want=()
 command -v redis-server >/dev/null || want+=(redis-server)
 command -v promtool >/dev/null || want+=(prometheus)
 command -v nginx >/dev/null || want+=(nginx)
 command -v python3 >/dev/null || want+=(python3)
+# Sender-constrained tokens (tests/it/binding.rs): proofs and client certificates come from
+# Debian's python3 with python3-cryptography and python3-jwt, never from the gateway's code.
+/usr/bin/python3 -c 'import cryptography, jwt' 2>/dev/null || want+=(python3-cryptography python3-jwt)
 # Tomcat is not on PATH: the tests run Debian's install in /usr/share/tomcat10 with `java`.
 { [ -e /usr/share/tomcat10/bin/bootstrap.jar ] && command -v java >/dev/null; } || want+=(tomcat10)
 # The browser end-to-end test (tests/it/chromium.rs) drives headless Chromium.

@@ -1,6 +1,7 @@
 //! Turns the YAML document into a checked `Config`, collecting every error with its path. One
 //! file per section; this one walks the top level and holds what several sections share.
 
+mod binding;
 mod browser;
 #[cfg(test)]
 mod error_table;
@@ -65,6 +66,15 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
         &mut errors,
     );
     root.end(&mut errors);
+    if let (true, Some(server)) = (errors.0.is_empty(), &server) {
+        binding::check_sections(
+            server,
+            &providers.compiled,
+            &routes,
+            &revocation,
+            &mut errors,
+        );
+    }
 
     if !errors.0.is_empty() {
         return Err(errors.0);

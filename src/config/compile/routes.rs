@@ -32,6 +32,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-request-id",
     "forwarded",
     "cookie",
+    "dpop",
 ];
 /// `decisions_only_allowed`: a `forward_auth` section exists, so a route may omit `upstream`.
 pub(super) fn routes(
@@ -419,6 +420,7 @@ fn protected_auth(
             .collect(),
         None => Vec::new(),
     };
+    let require_binding = super::binding::require_binding(f, errors);
     let optional_path = f.path_of("optional");
     let optional = f.bool("optional", errors).unwrap_or(false);
     if optional && !require.is_empty() {
@@ -433,6 +435,7 @@ fn protected_auth(
         providers: chosen,
         audience,
         require,
+        require_binding,
         optional,
         token_from,
     })
