@@ -382,7 +382,7 @@ pub async fn judge(
     let host_name = host.as_ref().map_or("", RequestHost::name);
     // A preflight is routed by the method it asks about; on a route without `cors` it is
     // an `OPTIONS` request like any other.
-    let preflight = cors::preflight_method(&view);
+    let preflight = cors::preflight_method(view.method, view.headers);
     let matched = match &preflight {
         Some(asked) => match snapshot.routes.match_route(host_name, asked, &path) {
             Ok(i) if snapshot.routes.routes()[i].config.cors.is_some() => Ok(i),
