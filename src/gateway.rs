@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Snapshot};
 use crate::tls::TlsError;
+use crate::trace::Tracer;
 
 /// Options for embedding the gateway (tests, the demo); production uses the defaults.
 #[derive(Clone, Debug, Default)]
@@ -42,6 +43,8 @@ pub struct Gateway {
     /// Revocations outlive reloads: a changed `revocation:` section needs a restart.
     pub revocations: Arc<Revocations>,
     pub throttle: FailureThrottle,
+    /// Trace context and span export; the queue outlives reloads.
+    pub tracer: Tracer,
     jwks_http: reqwest::Client,
     /// Roots the embedder trusts for TLS upstreams, kept for the snapshots of later reloads.
     extra_roots: Vec<CertificateDer<'static>>,
@@ -73,6 +76,8 @@ impl Gateway {
             .map_err(|e| BuildError::Client(e.to_string()))?;
         let cache = VerifiedCache::new(config.token_cache.max_entries);
         let revocations = Arc::new(Revocations::open(&config.revocation, metrics.clone())?);
+        // The JWKS client's settings (no redirects, the embedder's roots) suit the collector too.
+        let tracer = Tracer::new(&config.tracing, jwks_http.clone(), metrics.trace_export());
         let snapshot = snapshot::build(config, &metrics, &jwks_http, &options.extra_roots, None)?;
         Ok(Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -80,6 +85,7 @@ impl Gateway {
             cache,
             revocations,
             throttle: FailureThrottle::new(),
+            tracer,
             jwks_http,
             extra_roots: options.extra_roots,
             background: tokio::sync::Mutex::new(Background::default()),
@@ -105,6 +111,9 @@ impl Gateway {
         }
         let token = bg.stop.child_token();
         bg.tasks.spawn(self.revocations.clone().run_sync(token));
+        if let Some(exporter) = self.tracer.exporter(bg.stop.child_token()) {
+            bg.tasks.spawn(exporter);
+        }
     }
 
     pub async fn stop_background(&self) {
@@ -141,6 +150,7 @@ impl Gateway {
                 spawn_refresher(&mut bg, provider.clone());
             }
         }
+        self.tracer.configure(&next.config.tracing);
         self.snapshot.store(Arc::new(next));
         Ok(())
     }

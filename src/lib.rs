@@ -15,6 +15,7 @@ pub mod denial;
 pub mod path;
 pub mod proxy;
 pub mod reload;
+pub mod trace;
 
 mod admin;
 mod algorithm;

@@ -50,7 +50,7 @@ use crate::auth::cache::CachedToken;
 use crate::auth::revocation::Revocations;
 use crate::auth::throttle::client_ip;
 use crate::auth::token::unix_now;
-use crate::auth::verify::{self, Unverified};
+use crate::auth::verify::{self, CacheOutcome, Unverified};
 use crate::body::{GrpcCall, LimitedBody, ResponseBody, UpstreamBody};
 use crate::claims;
 use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding, UnderscoreHeaders, Upstream};
@@ -61,6 +61,7 @@ use crate::metrics::UpstreamErrorKind;
 use crate::path::normalize_path;
 use crate::rules;
 use crate::snapshot::{Route, RouteMiss, Snapshot};
+use crate::trace::{EndedRequest, RequestTrace};
 use crate::upstream::{UpstreamError, Wire};
 
 /// Which front handed the request to the stages.
@@ -132,6 +133,8 @@ pub struct RequestCtx {
     /// A gRPC call: refused in gRPC's terms, counted by `grpc-status` too.
     pub grpc: bool,
     pub front: Front,
+    /// The request's place in a trace; `None` untraced (tracing off and no client context).
+    pub trace: Option<RequestTrace>,
 }
 
 impl RequestCtx {
@@ -157,6 +160,7 @@ impl RequestCtx {
             narration: None,
             grpc: false,
             front: Front::Proxy,
+            trace: None,
         }
     }
 
@@ -216,6 +220,9 @@ pub async fn handle(
     let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or(""), route = tracing::field::Empty);
     let mut ctx = RequestCtx::new(snapshot, conn, request_id, request.method().clone());
     ctx.grpc = grpc::is_grpc(request.headers());
+    ctx.trace = gateway
+        .tracer
+        .start(&ctx.snapshot.config.tracing, request.headers());
     let version = request.version();
     let response = match proxy(&gateway, &mut ctx, request)
         .instrument(span.clone())
@@ -409,16 +416,24 @@ async fn admit(
             return Err(Denial::RateLimited { retry_after_secs });
         }
     }
-    let entry = match authenticate(
+    let since = RequestTrace::mark(&ctx.trace);
+    let authenticated = authenticate(
         gateway,
         route,
         auth,
         view.headers,
         server.limits.max_token_bytes,
     )
-    .await
-    {
-        Ok(entry) => entry,
+    .await;
+    if let Some(trace) = &mut ctx.trace {
+        let (cache, reason) = match &authenticated {
+            Ok((_, cache)) => (Some(*cache), Reason::Ok),
+            Err(denial) => (None, denial.auth_reason().unwrap_or(Reason::Malformed)),
+        };
+        trace.authenticated(since, cache, reason);
+    }
+    let entry = match authenticated {
+        Ok((entry, _)) => entry,
         Err(denial) => {
             ctx.narrate(|| match denial.auth_reason() {
                 Some(reason) => format!("[FAIL] authenticate: {}", reason.as_str()),
@@ -523,7 +538,7 @@ async fn authenticate(
     auth: &ProtectedAuth,
     headers: &HeaderMap,
     max_token_bytes: usize,
-) -> Result<Arc<CachedToken>, Denial> {
+) -> Result<(Arc<CachedToken>, CacheOutcome), Denial> {
     let credential = match bearer::credential(headers, max_token_bytes) {
         Ok(Some(credential)) => credential,
         Ok(None) => return Err(Denial::NoToken),
@@ -531,7 +546,7 @@ async fn authenticate(
     };
     let verdict = verify::verify_token(&credential, &route.providers, &gateway.cache).await;
     match verdict {
-        Ok((entry, _)) => {
+        Ok((entry, cache)) => {
             entry
                 .claims
                 .check_audience(auth.audience.as_deref(), &entry.provider.config.audiences)
@@ -540,7 +555,7 @@ async fn authenticate(
             if gateway.revocations.is_revoked(&entry.claims) {
                 return Err(Denial::InvalidToken(Reason::Revoked));
             }
-            Ok(entry)
+            Ok((entry, cache))
         }
         Err(Unverified::Credential(_)) => Err(Denial::BadAuthorization),
         Err(Unverified::Token(Reason::KeysUnavailable)) => {
@@ -636,6 +651,9 @@ pub fn rewrite_request(
     let proto = if ctx.conn.tls { "https" } else { "http" };
     let forwarded_host = ctx.host.as_ref().and_then(RequestHost::header_value);
     headers::set_forwarded(headers, peer, from_trusted, proto, forwarded_host);
+    if let Some(trace) = &ctx.trace {
+        trace.propagate(headers);
+    }
     headers.insert(&X_REQUEST_ID, ctx.request_id.clone());
     for (name, value) in verdict.claim_headers {
         headers.insert(name, value);
@@ -718,8 +736,17 @@ async fn forward(
         limits.request_timeout
     };
     let upstream_started = Instant::now();
+    let since = RequestTrace::mark(&ctx.trace);
     let result = ctx.snapshot.upstream.send(request, wire, wait).await;
     let elapsed = upstream_started.elapsed().as_secs_f64();
+    if let Some(trace) = &mut ctx.trace {
+        let outcome = match &result {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(UpstreamError::BodyTooLarge) => Err("body_too_large"),
+            Err(UpstreamError::Failed(kind)) => Err(kind.as_str()),
+        };
+        trace.upstream_answered(since, outcome);
+    }
     ctx.upstream_time = Some(elapsed);
     route.metrics.upstream_duration.observe(elapsed);
     let mut response = match result {
@@ -876,6 +903,14 @@ pub fn record(ctx: &RequestCtx, status: u16) {
     if let (true, Some(denial)) = (ctx.grpc, ctx.denial) {
         route_metrics.grpc.count(denial.grpc_status());
     }
+    if let Some(trace) = &ctx.trace {
+        trace.end(EndedRequest {
+            method: &ctx.method,
+            route: route.map(Route::name),
+            status,
+            request_id: &ctx.request_id,
+        });
+    }
     tracing::info!(
         target: "access",
         client = %ctx.conn.peer.ip(),
@@ -890,6 +925,7 @@ pub fn record(ctx: &RequestCtx, status: u16) {
         duration_ms = elapsed * 1000.0,
         upstream_ms = ctx.upstream_time.map_or(0.0, |t| t * 1000.0),
         front = ctx.front.as_str(),
+        trace_id = %crate::trace::log_id(ctx.trace.as_ref()),
     );
 }
 

@@ -22,4 +22,5 @@ mod revocation;
 mod smoke;
 mod throttle;
 mod token_props;
+mod tracing;
 mod wycheproof;

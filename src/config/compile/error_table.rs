@@ -527,6 +527,32 @@ const ERRORS: &[Case] = &[
         &["routes[0].forward.claims: {sub: X-Sub, email: [X-Email]}"],
         &["routes[0].forward.claims.email: must be a header name, found a list"],
     ),
+    // compile/traces.rs: `tracing:`.
+    (
+        "traces: sample ratio out of range",
+        &["tracing: {sample_ratio: 1.5}"],
+        &["tracing.sample_ratio: must be a number from 0 to 1, found 1.5"],
+    ),
+    (
+        "traces: sample ratio out of range",
+        &["tracing: {sample_ratio: often}"],
+        &["tracing.sample_ratio: must be a number from 0 to 1, found a string"],
+    ),
+    (
+        "traces: export timeout zero",
+        &["tracing: {otlp_endpoint: \"http://127.0.0.1:4318\", export_timeout: 0s}"],
+        &["tracing.export_timeout: must be longer than 0s"],
+    ),
+    (
+        "traces: endpoint not an http URL",
+        &["tracing: {otlp_endpoint: \"collector:4318\"}"],
+        &["tracing.otlp_endpoint: \"collector:4318\" is not an http(s) URL like http://collector:4318"],
+    ),
+    (
+        "traces: endpoint with a query",
+        &["tracing: {otlp_endpoint: \"http://collector:4318/?x=1\"}"],
+        &["tracing.otlp_endpoint: must not carry a query, a fragment or credentials"],
+    ),
     (
         "routes: forwarded claim bad header",
         &["routes[0].forward.claims: {sub: \"X Sub\"}"],
@@ -835,6 +861,11 @@ const SOURCES: &[(&str, &str, &str)] = &[
         "sections",
         "src/config/compile/sections.rs",
         include_str!("sections.rs"),
+    ),
+    (
+        "traces",
+        "src/config/compile/traces.rs",
+        include_str!("traces.rs"),
     ),
     ("yaml", "src/config/yaml.rs", include_str!("../yaml.rs")),
     (

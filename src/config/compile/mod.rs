@@ -7,6 +7,7 @@ mod providers;
 mod routes;
 mod sections;
 mod server;
+mod traces;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,6 +64,7 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
         base,
         &mut errors,
     );
+    let tracing = traces::tracing(&mut root.child("tracing", &mut errors), &mut errors);
     root.end(&mut errors);
 
     if !errors.0.is_empty() {
@@ -94,6 +96,7 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
                 revocation,
                 upstream_tls,
                 forward_auth,
+                tracing,
                 warnings: warnings.0,
             })
         }

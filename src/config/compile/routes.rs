@@ -32,6 +32,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-request-id",
     "forwarded",
     "cookie",
+    "traceparent",
+    "tracestate",
 ];
 /// `decisions_only_allowed`: a `forward_auth` section exists, so a route may omit `upstream`.
 pub(super) fn routes(

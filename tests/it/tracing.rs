@@ -1,0 +1,411 @@
+//! CONTRACT F: W3C Trace Context through the gateway, and spans exported over OTLP/HTTP to a
+//! receiver here that decodes them with the `opentelemetry-proto` types.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use tokio::net::TcpListener;
+
+use crate::support::yaml::{basic, Config};
+use crate::support::{metric, Rig, Seen, TestGateway, Upstream};
+
+const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN: &str = "00f067aa0ba902b7";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An OTLP/HTTP receiver on loopback: decodes every POST to `/v1/traces`, answering after
+/// `delay` (a slow collector).
+struct Collector {
+    addr: SocketAddr,
+    spans: Arc<Mutex<Vec<Span>>>,
+    posts: Arc<Mutex<usize>>,
+}
+
+impl Collector {
+    async fn start(delay: Duration) -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+        let posts: Arc<Mutex<usize>> = Arc::default();
+        let (s, p) = (spans.clone(), posts.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (s, p) = (s.clone(), p.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (s, p) = (s.clone(), p.clone());
+                        async move {
+                            assert_eq!(req.uri().path(), "/v1/traces");
+                            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                            let body = req.into_body().collect().await.expect("body").to_bytes();
+                            let export =
+                                ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                            *p.lock().unwrap() += 1;
+                            tokio::time::sleep(delay).await;
+                            for rs in export.resource_spans {
+                                let service = rs
+                                    .resource
+                                    .iter()
+                                    .flat_map(|r| &r.attributes)
+                                    .find(|kv| kv.key == "service.name")
+                                    .and_then(|kv| string_of(kv.value.as_ref()?.value.as_ref()?));
+                                assert_eq!(service.as_deref(), Some("jwt-gateway"));
+                                for ss in rs.scope_spans {
+                                    s.lock().unwrap().extend(ss.spans);
+                                }
+                            }
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Collector { addr, spans, posts }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 10 s) until at least `n` spans arrived.
+    async fn wait_for(&self, n: usize) -> Vec<Span> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans = self.spans();
+            if spans.len() >= n || Instant::now() > deadline {
+                assert!(spans.len() >= n, "{} spans, wanted {n}", spans.len());
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn string_of(v: &AnyValue) -> Option<String> {
+    match v {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    let kv = span.attributes.iter().find(|kv| kv.key == key)?;
+    match kv.value.as_ref()?.value.as_ref()? {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        AnyValue::IntValue(i) => Some(i.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// `basic` plus `tracing: {...}` with `lines` inside.
+fn traced(
+    collector: &str,
+    lines: &str,
+) -> impl FnOnce(&crate::support::Issuer, &Upstream) -> Config {
+    let section = format!("tracing: {{ otlp_endpoint: \"{collector}\", {lines} }}");
+    move |i, u| basic(i, u).section(&section)
+}
+
+/// `GET path` with a token and extra headers; the status.
+async fn get_with(
+    gw: &TestGateway,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> u16 {
+    let mut req = gw.client().get(gw.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("request").status().as_u16()
+}
+
+/// The upstream's `traceparent`, split: (trace id, parent span id, flags).
+fn upstream_traceparent(seen: &Seen) -> (String, String, String) {
+    let tp = seen.headers["traceparent"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!(parts[0], "00", "{tp}");
+    (parts[1].into(), parts[2].into(), parts[3].into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampled_client_trace_is_continued_exported_and_propagated() {
+    let collector = Collector::start(Duration::ZERO).await;
+    // Ratio 0: only the client's sampled flag can make this request sampled.
+    let rig = Rig::start(traced(&collector.url(), "sample_ratio: 0")).await;
+    let token = rig.token();
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    for _ in 0..2 {
+        let status = get_with(
+            &rig.gw,
+            "/api/x",
+            Some(&token),
+            &[("traceparent", &parent), ("tracestate", "vendor=opaque")],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let seen = rig.upstream.all();
+    assert_eq!(seen.len(), 2);
+    let spans = collector.wait_for(6).await;
+    assert_eq!(
+        spans.len(),
+        6,
+        "a request span and two children per request"
+    );
+    for (n, seen) in seen.iter().enumerate() {
+        let (trace, parent_id, flags) = upstream_traceparent(seen);
+        assert_eq!(trace, PARENT_TRACE, "the client's trace continues");
+        assert_eq!(flags, "01", "exported, so sampled");
+        assert_ne!(
+            parent_id, PARENT_SPAN,
+            "the gateway's own span is the upstream's parent"
+        );
+        assert_eq!(seen.headers["tracestate"], "vendor=opaque");
+        let request = spans
+            .iter()
+            .find(|s| hex(&s.span_id) == parent_id)
+            .expect("the upstream's parent span was exported");
+        assert_eq!(request.name, "request");
+        assert_eq!(hex(&request.trace_id), PARENT_TRACE);
+        assert_eq!(hex(&request.parent_span_id), PARENT_SPAN);
+        assert_eq!(attr(request, "route").as_deref(), Some("api"));
+        assert_eq!(
+            attr(request, "http.response.status_code").as_deref(),
+            Some("200")
+        );
+        let children: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == request.span_id)
+            .collect();
+        let names: Vec<&str> = children.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["authenticate", "upstream"]);
+        let auth = children[0];
+        let want_cache = if n == 0 { "miss" } else { "hit" };
+        assert_eq!(attr(auth, "cache").as_deref(), Some(want_cache));
+        assert_eq!(attr(auth, "reason").as_deref(), Some("ok"));
+        assert!(auth.start_time_unix_nano >= request.start_time_unix_nano);
+        assert!(children[1].end_time_unix_nano <= request.end_time_unix_nano);
+        assert_eq!(hex(&children[1].trace_id), PARENT_TRACE);
+    }
+    // No claim value, token or secret in any attribute.
+    for span in &spans {
+        for kv in &span.attributes {
+            let value = format!("{:?}", kv.value);
+            assert!(
+                !value.contains("alice") && !value.contains(&token[..20]),
+                "{kv:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratio_one_starts_sampled_traces_and_refusals_are_traced_too() {
+    let collector = Collector::start(Duration::ZERO).await;
+    let rig = Rig::start(traced(&collector.url(), "sample_ratio: 1")).await;
+    assert_eq!(
+        get_with(&rig.gw, "/api/x", Some(&rig.token()), &[]).await,
+        200
+    );
+    let (trace, parent_id, flags) = upstream_traceparent(&rig.upstream.last().expect("seen"));
+    assert_eq!(flags, "01");
+    assert_ne!(trace, "0".repeat(32));
+    // A refusal: traced (a request span with its status and a failed authenticate), never
+    // forwarded.
+    assert_eq!(get_with(&rig.gw, "/api/x", None, &[]).await, 401);
+    assert_eq!(
+        rig.upstream.requests(),
+        1,
+        "the refusal never reached the upstream"
+    );
+    let spans = collector.wait_for(5).await;
+    let request = spans
+        .iter()
+        .find(|s| hex(&s.span_id) == parent_id)
+        .expect("exported");
+    assert_eq!(hex(&request.trace_id), trace);
+    assert!(
+        request.parent_span_id.is_empty(),
+        "a new trace has no parent"
+    );
+    let refused = spans
+        .iter()
+        .find(|s| {
+            s.name == "request" && attr(s, "http.response.status_code").as_deref() == Some("401")
+        })
+        .expect("the refusal's span");
+    let auth = spans
+        .iter()
+        .find(|s| s.parent_span_id == refused.span_id)
+        .expect("its authenticate child");
+    assert_eq!(auth.name, "authenticate");
+    assert_eq!(attr(auth, "reason").as_deref(), Some("missing_token"));
+    assert_eq!(attr(auth, "cache"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratio_zero_and_an_unsampled_parent_export_nothing() {
+    let collector = Collector::start(Duration::ZERO).await;
+    let rig = Rig::start(traced(&collector.url(), "sample_ratio: 0")).await;
+    assert_eq!(get_with(&rig.gw, "/public/x", None, &[]).await, 200);
+    let (trace, _, flags) = upstream_traceparent(&rig.upstream.last().expect("seen"));
+    assert_eq!(flags, "00", "not exported, so not sampled");
+    assert_ne!(trace, PARENT_TRACE);
+    // Parent-based: a parent's "not sampled" stands even at ratio 1.
+    let rig = Rig::start(traced(&collector.url(), "sample_ratio: 1")).await;
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-00");
+    assert_eq!(
+        get_with(&rig.gw, "/public/x", None, &[("traceparent", &parent)]).await,
+        200
+    );
+    let (trace, parent_id, flags) = upstream_traceparent(&rig.upstream.last().expect("seen"));
+    assert_eq!((trace.as_str(), flags.as_str()), (PARENT_TRACE, "00"));
+    assert_ne!(
+        parent_id, PARENT_SPAN,
+        "a new span id even when not recording"
+    );
+    // Past the exporter's flush delay: still nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(collector.spans().is_empty(), "{:?}", collector.spans());
+    assert_eq!(*collector.posts.lock().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_traceparent_is_replaced_and_its_tracestate_dropped() {
+    let collector = Collector::start(Duration::ZERO).await;
+    let rig = Rig::start(traced(&collector.url(), "sample_ratio: 0")).await;
+    for bad in [
+        "garbage",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ] {
+        let status = get_with(
+            &rig.gw,
+            "/public/x",
+            None,
+            &[
+                ("traceparent", bad),
+                ("tracestate", "vendor=x"),
+                ("trace_parent", bad),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let seen = rig.upstream.last().expect("seen");
+        let (trace, _, flags) = upstream_traceparent(&seen);
+        assert_eq!(seen.headers.get_all("traceparent").iter().count(), 1);
+        assert_ne!(trace, PARENT_TRACE.to_string(), "{bad}: a new trace");
+        assert_eq!(flags, "00");
+        assert!(seen.headers.get("tracestate").is_none(), "{bad}");
+        assert!(seen.headers.get("trace_parent").is_none(), "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tracing_trace_headers_pass_through_untouched() {
+    let rig = Rig::start(basic).await;
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    let headers = [("traceparent", parent.as_str()), ("tracestate", "a=b")];
+    assert_eq!(get_with(&rig.gw, "/public/x", None, &headers).await, 200);
+    let seen = rig.upstream.last().expect("seen");
+    assert_eq!(seen.headers["traceparent"], parent.as_str());
+    assert_eq!(seen.headers["tracestate"], "a=b");
+}
+
+/// Sequential requests with a bounded wall time: a collector that stalls each export for 5 s
+/// would show up as seconds, not the milliseconds loopback requests take.
+async fn hundred_requests(gw: &TestGateway, token: &str) -> Duration {
+    let started = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(get_with(gw, "/api/x", Some(token), &[]).await, 200);
+    }
+    started.elapsed()
+}
+
+async fn wait_metric(gw: &TestGateway, series: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = metric(&gw.metrics().await, series).unwrap_or(0.0);
+        if value > 0.0 || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_collector_costs_requests_nothing_and_is_counted() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let rig = Rig::start(traced(&format!("http://{closed}"), "sample_ratio: 1")).await;
+    let took = hundred_requests(&rig.gw, &rig.token()).await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let errors = wait_metric(
+        &rig.gw,
+        "gateway_trace_export_errors_total{kind=\"transport\"}",
+    )
+    .await;
+    assert!(errors >= 1.0, "export failures counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_collector_never_slows_requests_and_times_out_counted() {
+    let collector = Collector::start(Duration::from_secs(5)).await;
+    let rig = Rig::start(traced(
+        &collector.url(),
+        "sample_ratio: 1, export_timeout: 1s",
+    ))
+    .await;
+    let token = rig.token();
+    let first = hundred_requests(&rig.gw, &token).await;
+    // By now an export is stuck on the collector; requests go on as fast.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let second = hundred_requests(&rig.gw, &token).await;
+    assert!(
+        first < Duration::from_secs(4) && second < Duration::from_secs(4),
+        "{first:?} {second:?}"
+    );
+    let timeouts = wait_metric(
+        &rig.gw,
+        "gateway_trace_export_errors_total{kind=\"timeout\"}",
+    )
+    .await;
+    assert!(timeouts >= 1.0, "the stalled export was counted");
+    assert!(*collector.posts.lock().unwrap() >= 1);
+}
