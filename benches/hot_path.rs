@@ -745,6 +745,69 @@ fn tracing_cost(c: &mut Criterion) {
     group.finish();
 }
 
+/// `forward.assertion` per request: signing each time (ES256) against the cached assertion the
+/// gateway hands out for the first half of its ttl.
+fn assertion_cost(c: &mut Criterion) {
+    let es = signers()
+        .into_iter()
+        .find(|s| s.alg == "ES256")
+        .expect("ES256");
+    let mut jwk = es.key.jwk();
+    jwk["alg"] = json!("ES256");
+    let (gateway, rt) = gateway_with_key(2, &jwk);
+    let _guard = rt.enter();
+    let mut headers = http::HeaderMap::new();
+    let token = mint(&es, Some("ec"));
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    let snapshot = gateway.snapshot();
+    let route = snapshot.routes.routes().last().expect("api route");
+    let credential = jwt_gateway::auth::bearer::credential(&headers, 8192)
+        .expect("well-formed")
+        .expect("present");
+    let (entry, _) = ready(jwt_gateway::auth::verify::verify_token(
+        &credential,
+        &route.providers,
+        &gateway.cache,
+    ))
+    .expect("valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    std::fs::write(dir.path().join("a.pem"), key.serialize_pem()).expect("write");
+    let yaml = gateway_yaml(2, "http://127.0.0.1:1/jwks").replace(
+        "    forward:\n",
+        "    forward:\n      assertion: {ttl: 60s}\n",
+    ) + "assertion: {issuer: https://gw.bench, signing_key_file: a.pem}\n";
+    let config = compile_str(&yaml, dir.path()).unwrap_or_else(|e| panic!("{e:?}"));
+    let minter = jwt_gateway::assertion::Minter::new(&config).expect("minter");
+    let api = config.routes.last().expect("api");
+    let forward = api.assertion.as_ref().expect("assertion");
+    let mut group = c.benchmark_group("assertion");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let mut n = 0usize;
+    group.bench_function("es256_signed_per_request", |b| {
+        b.iter(|| {
+            // Another route index each time: never a cached one.
+            n += 1;
+            minter
+                .assertion(n, api, forward, Some(&entry))
+                .expect("signed")
+        })
+    });
+    group.bench_function("cached_per_token_and_route", |b| {
+        b.iter(|| {
+            minter
+                .assertion(0, api, forward, Some(&entry))
+                .expect("signed")
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     uncached_validation,
@@ -752,6 +815,7 @@ criterion_group!(
     route_matching,
     cache_key,
     claim_headers,
-    tracing_cost
+    tracing_cost,
+    assertion_cost
 );
 criterion_main!(benches);

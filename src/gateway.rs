@@ -9,6 +9,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::assertion::{self, PublishedKeys};
 use crate::auth::cache::VerifiedCache;
 use crate::auth::keyset::ProviderKeys;
 use crate::auth::revocation::{RevocationError, Revocations};
@@ -45,6 +46,8 @@ pub struct Gateway {
     pub throttle: FailureThrottle,
     /// Trace context and span export; the queue outlives reloads.
     pub tracer: Tracer,
+    /// The assertion keys the admin listener publishes, retired ones included.
+    pub assertion_keys: PublishedKeys,
     jwks_http: reqwest::Client,
     /// Roots the embedder trusts for TLS upstreams, kept for the snapshots of later reloads.
     extra_roots: Vec<CertificateDer<'static>>,
@@ -78,6 +81,7 @@ impl Gateway {
         let revocations = Arc::new(Revocations::open(&config.revocation, metrics.clone())?);
         // The JWKS client's settings (no redirects, the embedder's roots) suit the collector too.
         let tracer = Tracer::new(&config.tracing, jwks_http.clone(), metrics.trace_export());
+        let assertion_keys = PublishedKeys::new(&config);
         let snapshot = snapshot::build(config, &metrics, &jwks_http, &options.extra_roots, None)?;
         Ok(Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -86,6 +90,7 @@ impl Gateway {
             revocations,
             throttle: FailureThrottle::new(),
             tracer,
+            assertion_keys,
             jwks_http,
             extra_roots: options.extra_roots,
             background: tokio::sync::Mutex::new(Background::default()),
@@ -151,6 +156,10 @@ impl Gateway {
             }
         }
         self.tracer.configure(&next.config.tracing);
+        self.assertion_keys.rotate(
+            next.config.assertion.as_ref(),
+            assertion::longest_ttl(&previous.config),
+        );
         self.snapshot.store(Arc::new(next));
         Ok(())
     }

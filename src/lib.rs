@@ -6,6 +6,7 @@
 
 // The facade the binary, the integration tests, the benches and the fuzz targets use; the
 // other modules are the crate's own, so the compiler sees what nothing calls.
+pub mod assertion;
 pub mod auth;
 pub mod claims;
 pub mod cli;

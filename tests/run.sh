@@ -12,13 +12,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages used by tests: redis-server (shared revocation), prometheus (promtool and a
-# real scrape), and nginx, python3 and tomcat10 (the real upstreams of tests/it/differential.rs;
+# real scrape), python3-jwt (assertions), and nginx, python3 and tomcat10 (the real upstreams of tests/it/differential.rs;
 # tomcat10 brings a JRE). The load-benchmark smoke run installs its own (haproxy, nginx, wrk).
 want=()
 command -v redis-server >/dev/null || want+=(redis-server)
 command -v promtool >/dev/null || want+=(prometheus)
 command -v nginx >/dev/null || want+=(nginx)
 command -v python3 >/dev/null || want+=(python3)
+# tests/it/tracing.rs verifies the gateway's assertions with an independent JWT library: Debian's
+# PyJWT and cryptography, run by /usr/bin/python3.
+/usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null || want+=(python3 python3-jwt python3-cryptography)
 # Tomcat is not on PATH: the tests run Debian's install in /usr/share/tomcat10 with `java`.
 { [ -e /usr/share/tomcat10/bin/bootstrap.jar ] && command -v java >/dev/null; } || want+=(tomcat10)
 if ((${#want[@]})); then

@@ -95,6 +95,8 @@ pub struct Config {
     pub forward_auth: Option<ForwardAuthConfig>,
     /// W3C Trace Context and OTLP span export (`tracing:`).
     pub tracing: TracingConfig,
+    /// The gateway's own signing key for `forward.assertion` (`assertion:`).
+    pub assertion: Option<AssertionConfig>,
     /// Advice that does not stop the gateway (`check` prints it, `run` logs it).
     pub warnings: Vec<ConfigError>,
 }
@@ -119,6 +121,22 @@ impl Default for TracingConfig {
             export_timeout: crate::trace::DEFAULT_EXPORT_TIMEOUT,
         }
     }
+}
+
+/// `assertion:`: who the gateway says it is and the key it signs assertions with, read (and
+/// re-read on every reload) when the config is compiled.
+#[derive(Clone, Debug)]
+pub struct AssertionConfig {
+    pub issuer: String,
+    pub signing_key_file: PathBuf,
+    pub key: Arc<crate::assertion::AssertionKey>,
+}
+
+/// `routes[].forward.assertion`: a JWT signed by the gateway, sent upstream in `header`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssertionForward {
+    pub header: HeaderName,
+    pub ttl: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -369,6 +387,7 @@ pub struct RouteConfig {
     pub auth: RouteAuth,
     pub forward_claims: Vec<ClaimHeader>,
     pub forward_token: TokenForwarding,
+    pub assertion: Option<AssertionForward>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -257,6 +257,8 @@ async fn proxy(
     let route = &snapshot.routes.routes()[verdict.route];
     tracing::Span::current().record("route", route.name());
     let (upstream, wire) = proxied_upstream(route, ctx.grpc)?;
+    let index = verdict.route;
+    let identity = verdict.identity.clone();
     let websocket = headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
     let upgrade = websocket
         .then(|| parts.extensions.remove::<OnUpgrade>())
@@ -269,6 +271,19 @@ async fn proxy(
         }),
     });
     rewrite_request(ctx, route, upstream, verdict, &mut parts, websocket)?;
+    if let Some(forward) = &route.config.assertion {
+        // After the rewrite, so the explainer (which shares it) never prints a signature.
+        let value = snapshot
+            .assertions
+            .as_ref()
+            .and_then(|m| {
+                m.assertion(index, &route.config, forward, identity.as_ref())
+                    .ok()
+            })
+            // Only a failing random source gets here: refuse rather than go unvouched.
+            .ok_or(Denial::UpstreamUnavailable)?;
+        parts.headers.insert(forward.header.clone(), value);
+    }
     forward(ctx, route, wire, parts, body, tunnel).await
 }
 

@@ -1,5 +1,7 @@
-//! CONTRACT F: W3C Trace Context through the gateway, and spans exported over OTLP/HTTP to a
-//! receiver here that decodes them with the `opentelemetry-proto` types.
+//! CONTRACT F: W3C Trace Context through the gateway, spans exported over OTLP/HTTP to a
+//! receiver here that decodes them with the `opentelemetry-proto` types, and the signed
+//! assertion checked by an independent JWT library (Debian's PyJWT + cryptography) against the
+//! JWKS the admin listener serves, across a key rotation on reload.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,9 +18,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::support::yaml::{basic, Config};
+use crate::support::yaml::{anonymous, basic, Config};
 use crate::support::{metric, Rig, Seen, TestGateway, Upstream};
 
 const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -408,4 +411,179 @@ async fn a_slow_collector_never_slows_requests_and_times_out_counted() {
     .await;
     assert!(timeouts >= 1.0, "the stalled export was counted");
     assert!(*collector.posts.lock().unwrap() >= 1);
+}
+
+// ---- The signed assertion ----
+
+/// A PKCS#8 PEM key (P-256 or Ed25519) written into `dir`; its absolute path.
+fn key_file(dir: &std::path::Path, name: &str, alg: &'static rcgen::SignatureAlgorithm) -> String {
+    let key = rcgen::KeyPair::generate_for(alg).expect("key");
+    let path = dir.join(name);
+    std::fs::write(&path, key.serialize_pem()).expect("write key");
+    path.display().to_string()
+}
+
+fn assertion_config(
+    key: &str,
+    ttl: &str,
+) -> impl FnOnce(&crate::support::Issuer, &Upstream) -> Config {
+    let key = key.to_string();
+    let ttl = ttl.to_string();
+    move |i, u| {
+        basic(i, u)
+            .edit_route("api", |r| {
+                r.forward("email", "X-Auth-Email")
+                    .assertion(&format!("{{header: X-Gateway-Assertion, ttl: {ttl}}}"))
+            })
+            .section(&format!(
+                "assertion: {{ issuer: \"https://gateway.test\", signing_key_file: \"{key}\" }}"
+            ))
+    }
+}
+
+/// Verifies `token` with PyJWT against `jwks` for audience `aud`: the claims, or PyJWT's error.
+fn pyjwt_verify(jwks: &str, token: &str, aud: &str) -> Result<Value, String> {
+    const SCRIPT: &str = r#"
+import json, sys, jwt
+jwks, token, aud = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    kid = jwt.get_unverified_header(token)["kid"]
+    keys = [k for k in jwks["keys"] if k["kid"] == kid]
+    if not keys:
+        raise Exception("kid not in JWKS")
+    key = jwt.PyJWK(keys[0])
+    claims = jwt.decode(token, key.key, algorithms=["ES256", "EdDSA"], audience=aud,
+                        issuer="https://gateway.test", options={"require": ["exp", "iat", "iss", "aud", "jti"]})
+    print(json.dumps(claims))
+except Exception as e:
+    print("ERROR " + type(e).__name__ + ": " + str(e))
+"#;
+    // Debian's python3 carries python3-jwt and python3-cryptography (tests/run.sh installs them).
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT, jwks, token, aud])
+        .output()
+        .expect("run /usr/bin/python3");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match text.strip_prefix("ERROR ") {
+        Some(e) => Err(e.to_string()),
+        None => Ok(serde_json::from_str(&text).expect("claims JSON")),
+    }
+}
+
+async fn jwks(gw: &TestGateway) -> (String, Vec<String>) {
+    let (status, body) = gw.admin_get("/.well-known/jwks.json").await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).expect("JWKS JSON");
+    let kids = v["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_string())
+        .collect();
+    (body, kids)
+}
+
+fn assertion_of(seen: &Seen) -> String {
+    let mut values = seen.headers.get_all("x-gateway-assertion").iter();
+    let one = values
+        .next()
+        .expect("an assertion")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(values.next().is_none(), "exactly one");
+    one
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assertions_verify_against_the_jwks_across_a_key_rotation() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let old_key = key_file(keys.path(), "old.pem", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let rig = Rig::start(assertion_config(&old_key, "3s")).await;
+    let token = rig.token();
+    // A client's own assertion (and its `_` spelling) never reaches an upstream.
+    let forged = [
+        ("X-Gateway-Assertion", "forged"),
+        ("X_Gateway_Assertion", "forged"),
+    ];
+    assert_eq!(get_with(&rig.gw, "/public/x", None, &forged).await, 200);
+    let seen = rig.upstream.last().expect("seen");
+    assert!(seen.headers.get("x-gateway-assertion").is_none());
+    assert!(seen.headers.get("x_gateway_assertion").is_none());
+    assert_eq!(
+        get_with(&rig.gw, "/api/x", Some(&token), &forged).await,
+        200
+    );
+    let old = assertion_of(&rig.upstream.last().expect("seen"));
+    assert_ne!(old, "forged");
+
+    let (jwks_before, kids_before) = jwks(&rig.gw).await;
+    assert_eq!(kids_before.len(), 1);
+    let claims = pyjwt_verify(&jwks_before, &old, "api").expect("PyJWT verifies the assertion");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["iss"], "https://gateway.test");
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!((1..=3).contains(&lifetime), "{lifetime}");
+    assert!(
+        pyjwt_verify(&jwks_before, &old, "public").is_err(),
+        "aud is the route"
+    );
+    // Cached for half its life: the next request carries the same assertion.
+    assert_eq!(get_with(&rig.gw, "/api/x", Some(&token), &[]).await, 200);
+    assert_eq!(assertion_of(&rig.upstream.last().expect("seen")), old);
+    // Refusals carry nothing upstream.
+    let before = rig.upstream.requests();
+    assert_eq!(
+        get_with(&rig.gw, "/api/x", Some("not.a.token"), &[]).await,
+        401
+    );
+    assert_eq!(rig.upstream.requests(), before);
+
+    // Rotation: a new (Ed25519) key on reload.
+    let new_key = key_file(keys.path(), "new.pem", &rcgen::PKCS_ED25519);
+    let yaml = assertion_config(&new_key, "3s")(&rig.issuer, &rig.upstream).yaml();
+    let compiled = jwt_gateway::config::compile_str(&yaml, rig.gw.dir.path()).expect("compiles");
+    rig.gw.gateway.reload(compiled).await.expect("reload");
+    assert_eq!(get_with(&rig.gw, "/api/x", Some(&token), &[]).await, 200);
+    let new = assertion_of(&rig.upstream.last().expect("seen"));
+    assert_ne!(new, old, "signed with the new key");
+    let (jwks_during, kids_during) = jwks(&rig.gw).await;
+    assert_eq!(
+        kids_during.len(),
+        2,
+        "the old key stays published while its assertions live"
+    );
+    assert!(kids_during.contains(&kids_before[0]));
+    pyjwt_verify(&jwks_during, &old, "api").expect("an old assertion still verifies");
+    let claims = pyjwt_verify(&jwks_during, &new, "api").expect("the new one verifies");
+    assert_eq!(claims["sub"], "alice");
+    // Past the old key's last assertion (ttl 3 s, plus 1 s of grace): gone from the JWKS.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let (jwks_after, kids_after) = jwks(&rig.gw).await;
+    assert_eq!(kids_after.len(), 1);
+    assert!(!kids_after.contains(&kids_before[0]));
+    let err = pyjwt_verify(&jwks_after, &old, "api").expect_err("the old key is gone");
+    assert!(
+        err.contains("kid not in JWKS") || err.contains("Expired"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assertion_without_a_signing_key_is_a_config_error() {
+    let upstream = Upstream::start().await;
+    let yaml = Config::new()
+        .route(anonymous("public", "/public", &upstream.url()).assertion("{}"))
+        .yaml();
+    let err = TestGateway::try_start(&yaml).await.err().expect("refused");
+    assert!(
+        err.contains("routes[0].forward.assertion: needs a top-level assertion section"),
+        "{err}"
+    );
 }

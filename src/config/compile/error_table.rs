@@ -553,6 +553,58 @@ const ERRORS: &[Case] = &[
         &["tracing: {otlp_endpoint: \"http://collector:4318/?x=1\"}"],
         &["tracing.otlp_endpoint: must not carry a query, a fragment or credentials"],
     ),
+    // compile/assertion.rs: `assertion:` and `forward.assertion`.
+    (
+        "assertion: empty issuer",
+        &["assertion: {issuer: \" \", signing_key_file: /dev/null}"],
+        &[
+            "assertion.issuer: must not be empty",
+            "assertion.signing_key_file: /dev/null: holds no PKCS#8 private key (PEM \"PRIVATE KEY\")",
+        ],
+    ),
+    (
+        "assertion: key file unreadable",
+        &["assertion: {issuer: \"https://gw.test\", signing_key_file: keys/missing.pem}"],
+        &["assertion.signing_key_file: cannot read /etc/gw/keys/missing.pem: No such file or directory (os error 2)"],
+    ),
+    (
+        "assertion: key not usable",
+        &[concat!(
+            "assertion: {issuer: \"https://gw.test\", signing_key_file: ",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/assertion-p384.pem}"
+        )],
+        &[concat!(
+            "assertion.signing_key_file: ",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/assertion-p384.pem: is neither a P-256 (ES256) nor an Ed25519 (EdDSA) key"
+        )],
+    ),
+    (
+        "assertion: header the gateway manages",
+        &["routes[0].forward: {assertion: {header: X-Request-Id}}"],
+        &["routes[0].forward.assertion.header: \"X-Request-Id\" is a header the gateway manages itself"],
+    ),
+    (
+        "assertion: header already a claim header",
+        &["routes[0].forward: {claims: {sub: X-Sub}, assertion: {header: x-sub}}"],
+        &["routes[0].forward.assertion.header: \"x-sub\" is already a claim header of this route"],
+    ),
+    (
+        "assertion: header not a header name",
+        &["routes[0].forward: {assertion: {header: \"X Sub\"}}"],
+        &["routes[0].forward.assertion.header: \"X Sub\" is not a valid header name"],
+    ),
+    (
+        "assertion: ttl out of range",
+        &["routes[0].forward: {assertion: {ttl: 2h}}"],
+        &["routes[0].forward.assertion.ttl: must be from 1s to 1h"],
+    ),
+    (
+        "assertion: no signing key",
+        &["routes[0].forward: {assertion: {}}"],
+        &["routes[0].forward.assertion: needs a top-level assertion section (issuer, signing_key_file) to sign with"],
+    ),
     (
         "routes: forwarded claim bad header",
         &["routes[0].forward.claims: {sub: \"X Sub\"}"],
@@ -866,6 +918,11 @@ const SOURCES: &[(&str, &str, &str)] = &[
         "traces",
         "src/config/compile/traces.rs",
         include_str!("traces.rs"),
+    ),
+    (
+        "assertion",
+        "src/config/compile/assertion.rs",
+        include_str!("assertion.rs"),
     ),
     ("yaml", "src/config/yaml.rs", include_str!("../yaml.rs")),
     (

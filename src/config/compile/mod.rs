@@ -1,6 +1,7 @@
 //! Turns the YAML document into a checked `Config`, collecting every error with its path. One
 //! file per section; this one walks the top level and holds what several sections share.
 
+mod assertion;
 #[cfg(test)]
 mod error_table;
 mod providers;
@@ -65,7 +66,12 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
         &mut errors,
     );
     let tracing = traces::tracing(&mut root.child("tracing", &mut errors), &mut errors);
+    let assertion =
+        assertion::assertion(&mut root.child("assertion", &mut errors), base, &mut errors);
     root.end(&mut errors);
+    if errors.0.is_empty() {
+        assertion::check_key_present(&routes, assertion.as_ref(), &mut errors);
+    }
 
     if !errors.0.is_empty() {
         return Err(errors.0);
@@ -97,6 +103,7 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
                 upstream_tls,
                 forward_auth,
                 tracing,
+                assertion,
                 warnings: warnings.0,
             })
         }

@@ -198,7 +198,8 @@ fn route(
     }
 
     let auth = route_auth(f, providers, errors, warnings);
-    let (forward_claims, forward_token) = forward(&mut f.child("forward", errors), errors);
+    let (forward_claims, forward_token, assertion) =
+        forward(&mut f.child("forward", errors), errors);
     f.end(errors);
     if errors.0.len() > before {
         return None;
@@ -214,6 +215,7 @@ fn route(
         auth: auth?,
         forward_claims,
         forward_token,
+        assertion,
     })
 }
 
@@ -461,7 +463,10 @@ fn requirement(f: &mut Fields, errors: &mut Errors) -> Option<Requirement> {
     })
 }
 
-fn forward(f: &mut Fields, errors: &mut Errors) -> (Vec<ClaimHeader>, TokenForwarding) {
+fn forward(
+    f: &mut Fields,
+    errors: &mut Errors,
+) -> (Vec<ClaimHeader>, TokenForwarding, Option<AssertionForward>) {
     let mut claims = Vec::new();
     let mut seen = HashSet::new();
     for (claim, value, path) in f.entries("claims", errors).unwrap_or_default() {
@@ -509,6 +514,12 @@ fn forward(f: &mut Fields, errors: &mut Errors) -> (Vec<ClaimHeader>, TokenForwa
             TokenForwarding::Strip
         }
     };
+    let assertion = super::assertion::forward_assertion(
+        &mut f.child("assertion", errors),
+        &claims,
+        RESERVED_HEADERS,
+        errors,
+    );
     f.end(errors);
-    (claims, token)
+    (claims, token, assertion)
 }
