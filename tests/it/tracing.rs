@@ -587,3 +587,51 @@ async fn an_assertion_without_a_signing_key_is_a_config_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_carry_the_trace_id() {
+    use crate::support::process::{free_port, GatewayProcess};
+    use crate::support::yaml::{anonymous, server};
+    let collector = Collector::start(Duration::ZERO).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, admin) = (free_port(), free_port());
+    let yaml = Config::new()
+        .server(server().listen(port))
+        .admin(&format!("listen: \"127.0.0.1:{admin}\""))
+        .section("log: { level: info, format: json }")
+        .section(&format!(
+            "tracing: {{ otlp_endpoint: \"{}\", sample_ratio: 0 }}",
+            collector.url()
+        ))
+        .route(anonymous("public", "/public", &upstream.url()))
+        .yaml();
+    let mut gateway = GatewayProcess::spawn(dir.path(), &yaml, &[]);
+    gateway.wait_until_ok(admin, "/healthz").await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/public/x");
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    for (id, traceparent) in [("log-continued", Some(parent.as_str())), ("log-new", None)] {
+        let mut req = client.get(&url).header("x-request-id", id);
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        assert_eq!(req.send().await.expect("request").status(), 200);
+    }
+    let new_trace = upstream_traceparent(&upstream.last().expect("seen")).0;
+    gateway.sigterm();
+    assert_eq!(gateway.exit_status().await.code(), Some(0));
+    let log = gateway.log();
+    let trace_of = |id: &str| -> String {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["target"] == "access" && l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no access line for {id}:\n{log}"))["trace_id"]
+            .as_str()
+            .expect("trace_id is a string")
+            .to_string()
+    };
+    assert_eq!(trace_of("log-continued"), PARENT_TRACE);
+    assert_eq!(trace_of("log-new"), new_trace);
+    assert_eq!(new_trace.len(), 32);
+}
