@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Turns one bench/run.sh run (its folder: runs.tsv, raw wrk outputs, memory.txt, meta.txt) into
-the results table, printed and written as Markdown.
+"""Turns one bench/run.sh run (its folder: runs.tsv, raw wrk and h2load outputs, h2load's
+per-request logs, memory.txt, meta.txt) into the results table, printed and written as Markdown.
 
     report.py RUN_DIR OUTPUT.md
+    report.py latency H2LOAD_LOG OUT      # run.sh, after each h2load run: "count p50_us p99_us"
+                                          # into OUT (the log itself, ~25 bytes a request, goes)
 """
 
 import csv
@@ -19,7 +21,14 @@ TARGETS = [
     ("haproxy-pass", "HAProxy pass-through (no auth)"),
     ("nginx-pass", "nginx pass-through (no auth)"),
     ("haproxy-jwt", "HAProxy `jwt_verify`, new token every request"),
+    ("gw-grpc", "gRPC unary through jwt-gateway (h2c upstream), cached token"),
+    ("grpc-direct", "gRPC unary direct to the same upstream (no gateway)"),
+    ("nginx-authreq", "nginx + `auth_request` + jwt-gateway `/nginx` decision, cached token"),
 ]
+# Targets whose gateway's token cache is read (the hit ratio column).
+CACHED = {"gw-cached", "gw-tls-cached", "gw-uncached", "gw-grpc", "nginx-authreq"}
+# Targets without a server on core 1: the upstream itself is the server (core 0, with the load).
+NO_CORE1_SERVER = {"grpc-direct"}
 
 # (label, numerator, denominator, metric, comparison, target)
 RATIOS = [
@@ -37,6 +46,18 @@ INFO_RATIOS = [
     ("CPU per request, cached token vs nginx pass-through", "gw-cached", "nginx-pass", "cpu"),
     ("CPU per request, new token every request vs HAProxy `jwt_verify`", "gw-uncached", "haproxy-jwt", "cpu"),
     ("CPU per request, new token vs cached token (gateway)", "gw-uncached", "gw-cached", "cpu"),
+]
+# Issues 15 and 16: no targets, the ratios the README quotes.
+# (label, numerator, denominator, metric)
+NEW_RATIOS = [
+    ("req/s, gRPC unary: through the gateway vs direct to the same upstream", "gw-grpc", "grpc-direct", "rps"),
+    ("p50 latency, gRPC unary: through the gateway vs direct", "gw-grpc", "grpc-direct", "p50"),
+    ("CPU per request, gateway: gRPC unary (h2c both sides) vs HTTP/1.1 cached token", "gw-grpc", "gw-cached", "cpu"),
+    ("req/s, nginx + `auth_request` + gateway vs nginx alone", "nginx-authreq", "nginx-pass", "rps"),
+    ("CPU per request, nginx + `auth_request` + gateway vs nginx alone", "nginx-authreq", "nginx-pass", "cpu"),
+    ("p50 latency, nginx + `auth_request` + gateway vs nginx alone", "nginx-authreq", "nginx-pass", "p50"),
+    ("req/s, nginx + `auth_request` + gateway vs the gateway as the proxy", "nginx-authreq", "gw-cached", "rps"),
+    ("CPU per request, nginx + `auth_request` + gateway vs the gateway as the proxy", "nginx-authreq", "gw-cached", "cpu"),
 ]
 RSS_TARGET_MB = 250
 
@@ -73,6 +94,57 @@ def parse_wrk(path):
     return out
 
 
+def latency_summary(log):
+    """count, p50 and p99 (µs) of h2load's --log-file (start, HTTP status, microseconds)."""
+    times = []
+    with open(log) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                times.append(int(parts[2]))
+    times.sort()
+    if not times:
+        return 0, None, None
+    pick = lambda q: float(times[min(len(times) - 1, int(q * len(times)))])
+    return len(times), pick(0.50), pick(0.99)
+
+
+def parse_h2load(path):
+    """h2load's summary; p50 and p99 from its --log-file (start, HTTP status, microseconds)."""
+    text = open(path).read()
+    out = {"p50": None, "p99": None, "requests": 0, "rps": 0.0, "non2xx": 0, "sockerr": 0}
+    m = re.search(r"^finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", text, re.M)
+    if m:
+        out["seconds"] = to_us(m.group(1) + m.group(2)) / 1e6
+        out["rps"] = float(m.group(3))
+    m = re.search(
+        r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout", text, re.M)
+    if m:
+        done, succeeded, failed, errored, timeout = (int(x) for x in m.groups()[2:])
+        out["requests"] = done
+        out["succeeded"] = succeeded
+        out["sockerr"] = failed + errored + timeout
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m:
+        out["non2xx"] = sum(int(x) for x in m.groups()[1:])
+    base = os.path.splitext(path)[0]
+    if os.path.exists(base + ".latency"):
+        n, p50, p99 = open(base + ".latency").read().split()
+        if int(n):
+            out["p50"], out["p99"] = float(p50), float(p99)
+    elif os.path.exists(base + ".log"):
+        _, out["p50"], out["p99"] = latency_summary(base + ".log")
+    if not out["requests"]:
+        out["sockerr"] = max(out["sockerr"], 1)  # no summary: the run did not happen
+    return out
+
+
+def parse_load(path):
+    text = open(path).read(4096)
+    return parse_h2load(path) if "h2load" in text or "finished in" in text else parse_wrk(path)
+
+
 def read_kv(path):
     kv = {}
     if os.path.exists(path):
@@ -100,7 +172,7 @@ def main(run_dir, output):
     runs = {}  # target -> round -> figures
     with open(os.path.join(run_dir, "runs.tsv")) as f:
         for row in csv.DictReader(f, delimiter="\t"):
-            w = parse_wrk(row["raw"])
+            w = parse_load(row["raw"])
             ticks = int(row["cpu_ticks"])
             wall = float(row["wall_s"])
             cpu_s = ticks / clk
@@ -110,10 +182,17 @@ def main(run_dir, output):
             w["cpu_pct"] = min(100.0, 100 * cpu_s / secs) if secs > 0 else None
             w["core0"] = int(row["core0_busy_pct"])
             w["load_pct"] = min(100.0, 100 * int(row.get("load_ticks") or 0) / clk / secs) if secs > 0 else None
-            # core 1 busy beyond the server under test: other processes (only when pinned)
-            w["foreign"] = max(0.0, int(row["core1_busy_pct"]) - (w["cpu_pct"] or 0))
+            # the server's core busy beyond the server under test: other processes (only when
+            # pinned). Without a server on core 1 (direct gRPC) that is core 0 beyond the load side.
+            if row["target"] in NO_CORE1_SERVER:
+                w["foreign"] = max(0.0, w["core0"] - (w["load_pct"] or 0))
+            else:
+                w["foreign"] = max(0.0, int(row["core1_busy_pct"]) - (w["cpu_pct"] or 0))
             hits, misses = int(row["hits"]), int(row["misses"])
             w["hit_ratio"] = hits / (hits + misses) if hits + misses else None
+            w["validations"] = hits + misses
+            w["grpc_ok"] = int(row["grpc_ok"]) if row.get("grpc_ok") else None
+            w["grpc_other"] = int(row["grpc_other"]) if row.get("grpc_other") else None
             runs.setdefault(row["target"], {})[int(row["round"])] = w
 
     def med(target, key):
@@ -129,13 +208,18 @@ def main(run_dir, output):
     lines.append(f"- pinning: {meta.get('pinning')}")
     lines.append(
         f"- load: wrk {meta.get('wrk')} `-t1 -c{meta.get('connections')} -d{meta.get('duration')}s`, "
-        f"{meta.get('rounds')} interleaved round(s), 1 s warm-up before each run; figures are medians over rounds"
+        f"{meta.get('rounds')} interleaved round(s), 1 s warm-up before each run; figures are medians over rounds; "
+        f"gRPC: h2load {meta.get('h2load', '?')} `-t1 -c{meta.get('grpc_clients', '?')} -m{meta.get('grpc_streams', '?')} "
+        f"-D {meta.get('duration')}` (connections x streams in flight)"
     )
     lines.append(
         f"- other load: {meta.get('busy_start')} % of all CPU busy just before the start; "
         f"load average at start / end: {meta.get('loadavg_start')} / {meta.get('loadavg_end')}"
     )
-    lines.append(f"- servers: {meta.get('gateway')}, HAProxy {meta.get('haproxy')} (1 thread), nginx {meta.get('nginx')} (1 worker); origin: nginx `return 200` on core 0")
+    lines.append(
+        f"- servers: {meta.get('gateway')}, HAProxy {meta.get('haproxy')} (1 thread), nginx {meta.get('nginx')} (1 worker); "
+        f"origin: nginx `return 200` on core 0; gRPC upstream: nghttpd {meta.get('nghttpd', '?')} (h2c, 1 thread) on core 0"
+    )
     lines.append("")
     lines.append("| target | req/s | p50 | p99 | server CPU µs/req | server CPU % | wrk + origin CPU % | core 0 busy % | token cache hits | non-2xx / socket errors |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -146,14 +230,32 @@ def main(run_dir, output):
             continue
         rps, p50, p99, cpu = med(tid, "rps"), med(tid, "p50"), med(tid, "p99"), med(tid, "cpu")
         cpu_pct, core0, load_pct = med(tid, "cpu_pct"), med(tid, "core0"), med(tid, "load_pct")
-        hr = med(tid, "hit_ratio") if tid.startswith("gw-") and tid != "gw-anon" else None
+        hr = med(tid, "hit_ratio") if tid in CACHED else None
         bad = sum(r["non2xx"] + r["sockerr"] for r in runs[tid].values())
         if bad:
             problems.append(f"{name}: {bad} non-2xx responses or socket errors: its figures are not valid")
+        if tid == "gw-grpc":
+            for rnd, r in sorted(runs[tid].items()):
+                ok, other = r["grpc_ok"], r["grpc_other"]
+                if ok is None or other is None:
+                    problems.append(f"{name}, round {rnd}: no `gateway_grpc_responses_total` read: grpc-status not checked")
+                elif other or ok < r.get("succeeded", r["requests"]):
+                    problems.append(
+                        f"{name}, round {rnd}: the gateway counted {ok} responses with grpc-status 0 and {other} "
+                        f"with another status for {r.get('succeeded', r['requests'])} HTTP 2xx: not all were gRPC successes"
+                    )
+        if tid == "nginx-authreq":
+            short = [rnd for rnd, r in runs[tid].items() if r["validations"] < r["requests"]]
+            if short:
+                problems.append(
+                    f"{name}: in round(s) {', '.join(map(str, sorted(short)))} the gateway decided fewer requests than "
+                    "nginx answered: not every request was checked"
+                )
         foreign = med(tid, "foreign")
         if "core 1" in meta.get("pinning", "") and foreign is not None and foreign > 5:
+            core = 0 if tid in NO_CORE1_SERVER else 1
             problems.append(
-                f"{name}: core 1 was {foreign:.0f} % busy with other processes besides the server under test: "
+                f"{name}: core {core} was {foreign:.0f} % busy with other processes besides the server under test: "
                 "the machine was not quiet, figures are disturbed"
             )
         if tid == "gw-uncached" and hr is not None and hr > 0.01:
@@ -219,6 +321,14 @@ def main(run_dir, output):
         entries = mem.get("cache_entries", "?")
 
     lines.append("")
+    lines.append("gRPC unary (issue 15) and forward-auth decisions (issue 16), no targets:")
+    lines.append("")
+    lines.append("| measure | measured |")
+    lines.append("|---|---:|")
+    for label, num, den, key in NEW_RATIOS:
+        lines.append(f"| {label} | {fmt_ratio(*ratio(num, den, key))} |")
+
+    lines.append("")
     lines.append("Not targets, for reading the table:")
     lines.append("")
     lines.append("| measure | measured |")
@@ -239,7 +349,15 @@ def main(run_dir, output):
         "(for the token targets it includes wrk loading the token file). "
         "Ratios are the median of the per-round ratios (min–max over rounds in brackets). "
         "\"New token every request\" walks a file of distinct pre-minted RS256 tokens (a fresh gateway "
-        "process each round, so its cache starts empty; the hit ratio comes from the gateway's metrics)."
+        "process each round, so its cache starts empty; the hit ratio comes from the gateway's metrics). "
+        "gRPC: h2load sends grpc.health.v1.Health/Check (a 12-byte request message) with the cached token, "
+        "its p50/p99 from its per-request log; the upstream, nghttpd on core 0 beside the origin, answers with "
+        "a message and the trailer `grpc-status: 0`; through the gateway every response's grpc-status is "
+        "counted from the gateway's `gateway_grpc_responses_total`. \"wrk + origin CPU %\" is then h2load + "
+        "origin + upstream. For the direct row the upstream is the server (on core 0, next to h2load), so its "
+        "\"server CPU\" is the upstream's, also counted in \"wrk + origin CPU %\"; core 1 is idle. "
+        "nginx + `auth_request`: nginx and the decision gateway both run on core 1, their CPU is added up; the "
+        "\"nginx alone\" it is compared with is the nginx pass-through row."
     )
     if problems:
         lines.append("")
@@ -256,4 +374,9 @@ def main(run_dir, output):
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "latency":
+        n, p50, p99 = latency_summary(sys.argv[2])
+        with open(sys.argv[3], "w") as f:
+            f.write(f"{n} {p50 or 0:.0f} {p99 or 0:.0f}\n")
+        sys.exit(0)
     sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# bench/run.sh - the load benchmark: jwt-gateway side by side with HAProxy and nginx.
+# bench/run.sh - the load benchmark: jwt-gateway side by side with HAProxy and nginx, a gRPC
+# unary run through the gateway against the same upstream direct (h2load), and a decision run
+# (nginx + auth_request + the gateway's forward-auth listener vs nginx alone).
 #
-#   bash bench/run.sh            # full run: 3 interleaved rounds of 10 s per target (~6 min),
+#   bash bench/run.sh            # full run: 3 interleaved rounds of 10 s per target (~8 min),
 #                                # writes bench/results/latest.md
-#   bash bench/run.sh --smoke    # 1 round of 2 s per target (well under 90 s after the build),
+#   bash bench/run.sh --smoke    # 1 round of 2 s per target (about a minute after the build),
 #                                # writes bench/out/smoke.md; CI runs this so it cannot rot
 #
 # Options: --rounds N, --duration SECONDS, --connections N (wrk -c), --output FILE,
 #          --no-build (use the target/release/jwt-gateway that is there),
+#          --grpc-clients N, --grpc-streams N: h2load -c and -m of the gRPC targets (4 and 8),
 #          --sched nice|rt|none: priority of the benchmark's processes (root only). nice (the
 #          default): nice -20. rt: SCHED_FIFO 1, for a machine busy with other work, where even
 #          nice -20 processes wait for the CPU at every wake-up; the kernel's RT throttling
 #          (95 % of each second) then stalls the server for up to 50 ms each second, which shows
 #          in p99 (p50, req/s and CPU per request are sound).
 #
-# As root on Debian 12 it installs what is missing (haproxy, nginx, wrk with apt-get, without
-# letting the packages start their services; the `cryptography` package from PyPI into a venv if
-# the system Python lacks it), then builds `cargo build --release --locked`. Everything runs on
-# 127.0.0.1 on free ports; nothing is sent anywhere else. Every process it starts is stopped on
-# exit (trap), each step is bounded, and a watchdog ends the run if it overstays.
+# As root on Debian 12 it installs what is missing (haproxy, nginx, wrk, nghttp2-client and
+# nghttp2-server with apt-get, without letting the packages start their services; the
+# `cryptography` package from PyPI into a venv if the system Python lacks it), then builds
+# `cargo build --release --locked`.
+# Everything runs on 127.0.0.1 on free ports; nothing is sent anywhere else. Every process it
+# starts is stopped on exit (trap), each step is bounded, and a watchdog ends the run if it
+# overstays.
 # bench/README.md says what is measured and how.
 set -euo pipefail
 
@@ -31,6 +36,9 @@ MODE=full
 ROUNDS=
 DURATION=
 CONNS=32
+# gRPC: h2load's clients (connections) x streams per connection = requests in flight, 32 like wrk's
+GRPC_CLIENTS=4
+GRPC_STREAMS=8
 OUTPUT=
 BUILD=1
 SCHED="nice"
@@ -43,7 +51,9 @@ while (($#)); do
     --output) OUTPUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --sched) SCHED=$2; shift ;;
-    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --grpc-clients) GRPC_CLIENTS=$2; shift ;;
+    --grpc-streams) GRPC_STREAMS=$2; shift ;;
+    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -64,7 +74,7 @@ else
   # A new token on every request: the file must outlast the fastest uncached run (req/s x s),
   # since a repeated token is a cache hit. The hit ratio is measured and shown in the table.
   UNCACHED_TOKENS=${BENCH_UNCACHED_TOKENS:-300000}
-  DEADLINE=900
+  DEADLINE=1200
   OUTPUT=${OUTPUT:-$BENCH/results/latest.md}
 fi
 WARMUP=1
@@ -85,6 +95,8 @@ want=()
 command -v haproxy >/dev/null || want+=(haproxy)
 command -v nginx >/dev/null || want+=(nginx)
 command -v wrk >/dev/null || want+=(wrk)
+{ command -v h2load && command -v nghttp; } >/dev/null || want+=(nghttp2-client)   # gRPC load, checks
+command -v nghttpd >/dev/null || want+=(nghttp2-server)     # the gRPC upstream
 command -v openssl >/dev/null || want+=(openssl)
 command -v curl >/dev/null || want+=(curl)
 command -v pgrep >/dev/null || want+=(procps)
@@ -212,10 +224,11 @@ openssl x509 -req -in "$TLS/gateway.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" 
 # ----------------------------------------------------------------------------------------------
 # Configs on free ports
 # ----------------------------------------------------------------------------------------------
-read -r P_ORIGIN P_GW A_GW P_GWTLS A_GWTLS P_GWU A_GWU P_HAPASS P_HAJWT P_NGINX < <(python3 - <<'EOF'
+read -r P_ORIGIN P_GW A_GW P_GWTLS A_GWTLS P_GWU A_GWU P_HAPASS P_HAJWT P_NGINX \
+  P_GRPC P_GWD A_GWD P_DECIDE P_NGAUTH < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(10):
+for _ in range(15):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -241,20 +254,38 @@ EOF
 }
 PLAIN_BLOCK="  insecure_plaintext: true"
 TLS_BLOCK=$(printf '  tls:\n    cert_file: %s\n    key_file: %s' "$TLS/gateway.crt" "$TLS/gateway.key")
-common=(ORIGIN_PORT="$P_ORIGIN" ISSUER="$ISSUER" AUDIENCE="$AUDIENCE" OUT="$RUN")
-fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-plain.yaml" "${common[@]}" PORT="$P_GW" ADMIN_PORT="$A_GW" SERVER_BLOCK="$PLAIN_BLOCK"
-fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-tls.yaml" "${common[@]}" PORT="$P_GWTLS" ADMIN_PORT="$A_GWTLS" SERVER_BLOCK="$TLS_BLOCK"
-fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-uncached.yaml" "${common[@]}" PORT="$P_GWU" ADMIN_PORT="$A_GWU" SERVER_BLOCK="$PLAIN_BLOCK"
+# The decision gateway (nginx auth_request target) alone has a forward_auth listener.
+DECIDE_BLOCK=$(printf '\nforward_auth:\n  listen: "127.0.0.1:%s"\n  trusted_proxies: ["127.0.0.1/32"]' "$P_DECIDE")
+common=(ORIGIN_PORT="$P_ORIGIN" GRPC_PORT="$P_GRPC" ISSUER="$ISSUER" AUDIENCE="$AUDIENCE" OUT="$RUN")
+gw_common=("${common[@]}" FORWARD_AUTH_BLOCK=)
+fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-plain.yaml" "${gw_common[@]}" PORT="$P_GW" ADMIN_PORT="$A_GW" SERVER_BLOCK="$PLAIN_BLOCK"
+fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-tls.yaml" "${gw_common[@]}" PORT="$P_GWTLS" ADMIN_PORT="$A_GWTLS" SERVER_BLOCK="$TLS_BLOCK"
+fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-uncached.yaml" "${gw_common[@]}" PORT="$P_GWU" ADMIN_PORT="$A_GWU" SERVER_BLOCK="$PLAIN_BLOCK"
+fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-decide.yaml" "${common[@]}" PORT="$P_GWD" ADMIN_PORT="$A_GWD" SERVER_BLOCK="$PLAIN_BLOCK" FORWARD_AUTH_BLOCK="$DECIDE_BLOCK"
 fill "$BENCH/conf/origin.nginx.conf.in" "$RUN/origin.conf" "${common[@]}" JWKS="$JWKS"
 fill "$BENCH/conf/nginx-proxy.conf.in" "$RUN/nginx-proxy.conf" "${common[@]}" PORT="$P_NGINX"
+fill "$BENCH/conf/nginx-authreq.conf.in" "$RUN/nginx-authreq.conf" "${common[@]}" PORT="$P_NGAUTH" DECISION_PORT="$P_DECIDE"
 fill "$BENCH/conf/haproxy.cfg.in" "$RUN/haproxy.cfg" "${common[@]}" PASS_PORT="$P_HAPASS" JWT_PORT="$P_HAJWT" PUBKEY="$KEYS/pub.pem"
 
-for cfg in gw-plain gw-tls gw-uncached; do
+# The gRPC unary call, grpc.health.v1.Health/Check, as bytes on the wire: each message is a
+# 5-byte prefix (0 = not compressed, 4-byte big-endian length) and the protobuf encoding.
+# Request HealthCheckRequest{service: "bench"}: field 1, length 5; h2load sends it as the body.
+GRPC_PATH=/grpc.health.v1.Health/Check
+GRPC_HEADERS=(-H 'content-type: application/grpc' -H 'te: trailers')
+printf '\x00\x00\x00\x00\x07\x0a\x05bench' > "$RUN/grpc-request.bin"
+# The upstream's answer, HealthCheckResponse{status: SERVING} (field 1 = 1), is a file nghttpd
+# serves at that path, followed by the trailer grpc-status: 0 (see "Servers" below).
+mkdir -p "$RUN/grpc-htdocs$(dirname "$GRPC_PATH")"
+printf '\x00\x00\x00\x00\x02\x08\x01' > "$RUN/grpc-htdocs$GRPC_PATH"
+: > "$RUN/grpc-mime.types"
+
+for cfg in gw-plain gw-tls gw-uncached gw-decide; do
   "$GATEWAY" check -c "$RUN/$cfg.yaml" > "$RUN/$cfg.check.txt" 2>&1 || { cat "$RUN/$cfg.check.txt" >&2; die "$cfg.yaml does not pass jwt-gateway check"; }
 done
 haproxy -c -q -f "$RUN/haproxy.cfg" || die "haproxy.cfg does not pass haproxy -c"
 nginx -t -q -e "$RUN/origin.error.log" -p "$RUN" -c "$RUN/origin.conf" || die "origin.conf does not pass nginx -t"
 nginx -t -q -e "$RUN/nginx-proxy.error.log" -p "$RUN" -c "$RUN/nginx-proxy.conf" || die "nginx-proxy.conf does not pass nginx -t"
+nginx -t -q -e "$RUN/nginx-authreq.error.log" -p "$RUN" -c "$RUN/nginx-authreq.conf" || die "nginx-authreq.conf does not pass nginx -t"
 
 # ----------------------------------------------------------------------------------------------
 # Servers
@@ -272,6 +303,14 @@ wait_http() { # wait_http URL [curl options...]: until it answers 200, at most 2
 "${LOAD[@]}" nginx -e "$RUN/origin.error.log" -p "$RUN" -c "$RUN/origin.conf" -g 'daemon off;' &
 ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
 wait_http "http://127.0.0.1:$P_ORIGIN/" || die "the origin nginx did not start (see $RUN/origin.error.log)"
+# The gRPC upstream, next to the origin on core 0: nghttpd (Debian's nghttp2-server, the HTTP/2
+# library h2load and curl use), h2c with prior knowledge, one thread, answering every POST to
+# GRPC_PATH with the message file and the trailer. It sends no content-type (it has no way to
+# set one for a path without an extension); gRPC clients of grpcio's C core accept that (see
+# bench/README.md on the choice).
+"${LOAD[@]}" nghttpd --no-tls -a 127.0.0.1 -d "$RUN/grpc-htdocs" --mime-types-file="$RUN/grpc-mime.types" \
+  --no-content-length --trailer 'grpc-status: 0' "$P_GRPC" > "$RUN/nghttpd.log" 2>&1 &
+GRPC_PID=$!; PIDS+=("$GRPC_PID")
 
 declare -A GW_PID
 start_gateway() { # start_gateway NAME ADMIN_PORT
@@ -293,11 +332,14 @@ restart_gateway() { # restart_gateway NAME ADMIN_PORT: a fresh process, with an 
 start_gateway gw-plain "$A_GW"
 start_gateway gw-tls "$A_GWTLS"
 start_gateway gw-uncached "$A_GWU"
+start_gateway gw-decide "$A_GWD"
 
 "${SRV[@]}" haproxy -db -f "$RUN/haproxy.cfg" > "$RUN/haproxy.log" 2>&1 &
 HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
 "${SRV[@]}" nginx -e "$RUN/nginx-proxy.error.log" -p "$RUN" -c "$RUN/nginx-proxy.conf" -g 'daemon off;' &
 NGINX_PID=$!; PIDS+=("$NGINX_PID")
+"${SRV[@]}" nginx -e "$RUN/nginx-authreq.error.log" -p "$RUN" -c "$RUN/nginx-authreq.conf" -g 'daemon off;' &
+NGAUTH_PID=$!; PIDS+=("$NGAUTH_PID")
 wait_http "http://127.0.0.1:$P_HAPASS/" || die "HAProxy did not start (see $RUN/haproxy.log)"
 wait_http "http://127.0.0.1:$P_NGINX/" || die "nginx did not start (see $RUN/nginx-proxy.error.log)"
 
@@ -321,6 +363,44 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $FORGED_
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $FORGED_TOKEN" "http://127.0.0.1:$P_GW/api/ping")
 [ "$code" = 401 ] || die "the gateway answers $code to a bad signature (expected 401)"
 
+# gRPC: the upstream's answer, direct and through the gateway, is a real gRPC success: HTTP 200,
+# a DATA frame with the message, then the trailer grpc-status: 0 (a trailers-only gRPC denial,
+# also HTTP 200, carries grpc-status in its only HEADERS frame and no DATA). nghttp
+# (nghttp2-client, like h2load) prints every frame it receives.
+grpc_call() { # grpc_call NAME URL [nghttp options...]: nghttp -v output in $RUN/NAME.grpc.txt
+  local name=$1 url=$2
+  shift 2
+  timeout 10 nghttp -nv -d "$RUN/grpc-request.bin" "${GRPC_HEADERS[@]}" "$@" "$url" > "$RUN/$name.grpc.txt" 2>&1 || true
+}
+grpc_trailer_status() { # grpc_trailer_status FILE: the grpc-status received after a DATA frame
+  awk '/recv DATA frame/ {data = 1}
+       data && /recv \(stream_id=[0-9]+\) grpc-status:/ {print $NF; exit}' "$1"
+}
+grpc_ok() { # grpc_ok NAME URL [nghttp options...]: dies unless the call is a gRPC success
+  local name=$1 url=$2 f="$RUN/$1.grpc.txt"
+  grpc_call "$@"
+  if ! grep -q 'recv (stream_id=[0-9]*) :status: 200' "$f" || [ "$(grpc_trailer_status "$f")" != 0 ]; then
+    die "gRPC $name: $url is not answered with a message and the trailer grpc-status: 0 (see $f)"
+  fi
+}
+for _ in $(seq 1 50); do  # nghttpd listens within milliseconds; at most 5 s
+  grpc_call direct "http://127.0.0.1:$P_GRPC$GRPC_PATH"
+  grep -q 'recv (stream_id=[0-9]*) :status: 200' "$RUN/direct.grpc.txt" && break
+  sleep 0.1
+done
+grpc_ok direct "http://127.0.0.1:$P_GRPC$GRPC_PATH" -H "authorization: Bearer $CACHED_TOKEN"
+grpc_ok gateway "http://127.0.0.1:$P_GW$GRPC_PATH" -H "authorization: Bearer $CACHED_TOKEN"
+grpc_call gateway-forged "http://127.0.0.1:$P_GW$GRPC_PATH" -H "authorization: Bearer $FORGED_TOKEN"
+grep -q 'recv (stream_id=[0-9]*) grpc-status: 16' "$RUN/gateway-forged.grpc.txt" ||
+  die "the gateway's gRPC route does not answer a bad signature with grpc-status 16 (see $RUN/gateway-forged.grpc.txt)"
+
+# Decisions: nginx lets the cached token through and sends a forged one or none back as 401.
+wait_http "http://127.0.0.1:$P_NGAUTH/api/ping" "${AUTH[@]}" || die "nginx + auth_request does not let the benchmark token through (see $RUN/nginx-authreq.error.log, $RUN/gw-decide.log)"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $FORGED_TOKEN" "http://127.0.0.1:$P_NGAUTH/api/ping")
+[ "$code" = 401 ] || die "nginx + auth_request answers $code to a bad signature (expected 401)"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_NGAUTH/api/ping")
+[ "$code" = 401 ] || die "nginx + auth_request answers $code to no token (expected 401)"
+
 # ----------------------------------------------------------------------------------------------
 # Measuring
 # ----------------------------------------------------------------------------------------------
@@ -338,23 +418,32 @@ cpu_ticks() { # cpu_ticks PID...: utime+stime of these processes and their child
 core_ticks() { # core_ticks N: busy and total ticks of core N, "busy total"
   awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
 }
+grpc_counts() { # grpc_counts ADMIN_PORT: "ok other" gRPC responses of the route grpc so far
+  curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | awk '
+    /^gateway_grpc_responses_total\{/ && /route="grpc"/ {
+      if ($0 ~ /grpc_status="0"/) ok += $NF; else other += $NF }
+    END { printf "%d %d\n", ok, other }'
+}
 cache_counts() { # cache_counts ADMIN_PORT: "hits misses" of token validation so far
   curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | awk '
     /^gateway_token_validation_duration_seconds_count/ {
       if ($0 ~ /cache="hit"/) h += $NF; else if ($0 ~ /cache="miss"/) m += $NF }
     END { printf "%d %d\n", h, m }'
 }
-children_cpu_ticks() { # CPU of this shell's finished children (bash `times`, 2nd line), in ticks
-  times | awk -v hz="$CLK_TCK" 'NR == 2 {
+children_cpu_ticks() { # sets CHILD_TICKS: CPU of this shell's finished children (bash `times`,
+  # 2nd line), in ticks. `times` runs in this shell: in a $(...) subshell it would report that
+  # subshell's own children, none.
+  times > "$RUN/times.txt"
+  CHILD_TICKS=$(awk -v hz="$CLK_TCK" 'NR == 2 {
     t = 0
     for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
-    printf "%d\n", t * hz + 0.5 }'
+    printf "%d\n", t * hz + 0.5 }' "$RUN/times.txt")
 }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 RUNS="$RUN/runs.tsv"
 CLK_TCK=$(getconf CLK_TCK)
-printf 'target\tround\traw\tcpu_ticks\twall_s\tcore0_busy_pct\tcore1_busy_pct\thits\tmisses\tload_ticks\n' > "$RUNS"
+printf 'target\tround\traw\tcpu_ticks\twall_s\tcore0_busy_pct\tcore1_busy_pct\thits\tmisses\tload_ticks\tgrpc_ok\tgrpc_other\n' > "$RUNS"
 
 # target -> "pid-var admin-port url [wrk args...]"
 target_args() {
@@ -366,72 +455,100 @@ target_args() {
     haproxy-pass)  echo "http://127.0.0.1:$P_HAPASS/api/ping" ;;
     nginx-pass)    echo "http://127.0.0.1:$P_NGINX/api/ping" ;;
     haproxy-jwt)   echo "http://127.0.0.1:$P_HAJWT/" ;;
+    gw-grpc)       echo "http://127.0.0.1:$P_GW$GRPC_PATH" ;;
+    grpc-direct)   echo "http://127.0.0.1:$P_GRPC$GRPC_PATH" ;;
+    nginx-authreq) echo "http://127.0.0.1:$P_NGAUTH/api/ping" ;;
   esac
 }
-target_pid() {
+target_pid() { # the server's processes: for grpc-direct the gRPC upstream itself (core 0)
   case "$1" in
-    gw-anon|gw-cached) echo "${GW_PID[gw-plain]}" ;;
+    gw-anon|gw-cached|gw-grpc) echo "${GW_PID[gw-plain]}" ;;
     gw-tls-cached)     echo "${GW_PID[gw-tls]}" ;;
     gw-uncached)       echo "${GW_PID[gw-uncached]}" ;;
     haproxy-*)         echo "$HAPROXY_PID" ;;
     nginx-pass)        echo "$NGINX_PID" ;;
+    grpc-direct)       echo "$GRPC_PID" ;;
+    nginx-authreq)     echo "$NGAUTH_PID ${GW_PID[gw-decide]}" ;;
   esac
 }
 target_admin() {
   case "$1" in
-    gw-anon|gw-cached) echo "$A_GW" ;;
+    gw-anon|gw-cached|gw-grpc) echo "$A_GW" ;;
     gw-tls-cached)     echo "$A_GWTLS" ;;
     gw-uncached)       echo "$A_GWU" ;;
+    nginx-authreq)     echo "$A_GWD" ;;
     *)                 echo "" ;;
   esac
 }
 
-wrk_cmd() { # wrk_cmd TARGET DURATION -> runs wrk against TARGET
-  local target=$1 d=$2 url
+load_cmd() { # load_cmd TARGET DURATION [LOG]: runs wrk (h2load for gRPC) against TARGET
+  local target=$1 d=$2 log=${3:-} url
   url=$(target_args "$target")
   local base=("${LOAD[@]}" timeout $((d + 30)) wrk -t1 -c"$CONNS" -d"${d}s" --timeout 5s --latency)
   case "$target" in
     gw-anon) "${base[@]}" "$url" ;;
-    gw-cached|gw-tls-cached|haproxy-pass|nginx-pass) "${base[@]}" "${AUTH[@]}" "$url" ;;
+    gw-cached|gw-tls-cached|haproxy-pass|nginx-pass|nginx-authreq) "${base[@]}" "${AUTH[@]}" "$url" ;;
     gw-uncached|haproxy-jwt) "${base[@]}" -s "$BENCH/tokens.lua" "$url" -- "$TOKENS" /api/ping "$UNCACHED_TOKENS" ;;
+    gw-grpc|grpc-direct)
+      # the unary call with the cached token, GRPC_CLIENTS connections x GRPC_STREAMS streams;
+      # LOG: one line per request (start, HTTP status, microseconds), for p50 and p99
+      "${LOAD[@]}" timeout $((d + 30)) h2load -t1 -c"$GRPC_CLIENTS" -m"$GRPC_STREAMS" -D "$d" \
+        -d "$RUN/grpc-request.bin" "${GRPC_HEADERS[@]}" -H "authorization: Bearer $CACHED_TOKEN" \
+        ${log:+"--log-file=$log"} "$url" ;;
   esac
 }
 
+rps_of() { # rps_of RAW: req/s from wrk's or h2load's output
+  awk '/^Requests\/sec:/ {print $2} /^finished in / {print $4}' "$1"
+}
+
 measure() { # measure TARGET ROUND
-  local target=$1 round=$2 pid admin raw t0 t1 h0 h1 w0 w1 b0 b1 tot0 tot1 s0 s1 stot0 stot1 o0 o1 k0 k1
+  local target=$1 round=$2 pids admin raw t0 t1 h0 h1 g0 g1 w0 w1 b0 b1 tot0 tot1 s0 s1 stot0 stot1 o0 o1 k0 k1
   if [ "$target" = gw-uncached ]; then
     restart_gateway gw-uncached "$A_GWU"
     # warm the fresh process (connections, pools) on its anonymous route, not its cache
     "${LOAD[@]}" timeout 30 wrk -t1 -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$P_GWU/anon/ping" > /dev/null
   else
-    wrk_cmd "$target" "$WARMUP" > /dev/null
+    load_cmd "$target" "$WARMUP" > /dev/null
   fi
-  pid=$(target_pid "$target")
+  read -ra pids <<< "$(target_pid "$target")"
   admin=$(target_admin "$target")
   raw="$RUN/raw/$target-r$round.txt"
   h0="0 0"; [ -n "$admin" ] && h0=$(cache_counts "$admin")
+  g0="0 0"; [ "$target" = gw-grpc ] && g0=$(grpc_counts "$admin")
   read -r b0 tot0 < <(core_ticks 0)
   read -r s0 stot0 < <(core_ticks 1)
-  o0=$(cpu_ticks "$ORIGIN_PID"); k0=$(children_cpu_ticks)
-  t0=$(cpu_ticks "$pid"); w0=$(date +%s.%N)
-  wrk_cmd "$target" "$DURATION" > "$raw"
-  t1=$(cpu_ticks "$pid"); w1=$(date +%s.%N)
-  o1=$(cpu_ticks "$ORIGIN_PID"); k1=$(children_cpu_ticks)
+  o0=$(cpu_ticks "$ORIGIN_PID" "$GRPC_PID")
+  t0=$(cpu_ticks "${pids[@]}"); w0=$(date +%s.%N)
+  children_cpu_ticks; k0=$CHILD_TICKS      # right around the load, so it is all but alone in it
+  load_cmd "$target" "$DURATION" "${raw%.txt}.log" > "$raw"
+  children_cpu_ticks; k1=$CHILD_TICKS
+  t1=$(cpu_ticks "${pids[@]}"); w1=$(date +%s.%N)
+  o1=$(cpu_ticks "$ORIGIN_PID" "$GRPC_PID")
   read -r b1 tot1 < <(core_ticks 0)
   read -r s1 stot1 < <(core_ticks 1)
   h1="0 0"; [ -n "$admin" ] && h1=$(cache_counts "$admin")
+  g1="0 0"; [ "$target" = gw-grpc ] && g1=$(grpc_counts "$admin")
   read -r hh0 mm0 <<< "$h0"; read -r hh1 mm1 <<< "$h1"
+  read -r gok0 got0 <<< "$g0"; read -r gok1 got1 <<< "$g1"
+  local gok="" got=""
+  if [ "$target" = gw-grpc ]; then gok=$((gok1 - gok0)); got=$((got1 - got0)); fi
   local busy=$(( (tot1 - tot0) > 0 ? 100 * (b1 - b0) / (tot1 - tot0) : 0 ))
   local sbusy=$(( (stot1 - stot0) > 0 ? 100 * (s1 - s0) / (stot1 - stot0) : 0 ))
-  # load_ticks: wrk (a finished child of this shell) plus the origin
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$round" "$raw" $((t1 - t0)) \
+  # load_ticks: wrk or h2load (a finished child of this shell) plus the origin and gRPC upstream
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$round" "$raw" $((t1 - t0)) \
     "$(awk -v a="$w0" -v b="$w1" 'BEGIN {printf "%.3f", b - a}')" "$busy" "$sbusy" $((hh1 - hh0)) $((mm1 - mm0)) \
-    $((o1 - o0 + k1 - k0)) >> "$RUNS"
-  log "round $round  $target: $(awk '/Requests\/sec/ {print $2}' "$raw") req/s"
+    $((o1 - o0 + k1 - k0)) "$gok" "$got" >> "$RUNS"
+  if [ -f "${raw%.txt}.log" ]; then  # h2load's per-request log (~25 bytes each): keep p50 and p99
+    "$PYTHON" "$BENCH/report.py" latency "${raw%.txt}.log" "${raw%.txt}.latency"
+    rm -f "${raw%.txt}.log"
+  fi
+  log "round $round  $target: $(rps_of "$raw") req/s"
 }
 
-TARGETS=(gw-anon gw-cached gw-tls-cached gw-uncached haproxy-pass nginx-pass haproxy-jwt)
-log "$ROUNDS round(s) of ${DURATION}s per target, wrk -t1 -c$CONNS, targets interleaved"
+TARGETS=(gw-anon gw-cached gw-tls-cached gw-uncached haproxy-pass nginx-pass haproxy-jwt
+         gw-grpc grpc-direct nginx-authreq)
+log "$ROUNDS round(s) of ${DURATION}s per target, wrk -t1 -c$CONNS (gRPC: h2load -t1 -c$GRPC_CLIENTS -m$GRPC_STREAMS), targets interleaved"
 for ((r = 1; r <= ROUNDS; r++)); do
   n=${#TARGETS[@]}
   for ((k = 0; k < n; k++)); do
@@ -490,12 +607,16 @@ printf 'tokens=%s\nverified=%s\ncache_entries=%s\nrss_before_kb=%s\nrss_after_kb
   echo "rounds=$ROUNDS"
   echo "duration=$DURATION"
   echo "connections=$CONNS"
+  echo "grpc_clients=$GRPC_CLIENTS"
+  echo "grpc_streams=$GRPC_STREAMS"
   echo "clk_tck=$CLK_TCK"
   echo "uncached_tokens=$UNCACHED_TOKENS"
   echo "gateway=$("$GATEWAY" --version 2>/dev/null | head -n 1 || echo jwt-gateway) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+changes'))"
   echo "haproxy=$HAPROXY_VERSION"
   echo "nginx=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
   echo "wrk=$(wrk -v 2>&1 | awk 'NR==1 {print $2}')"
+  echo "h2load=$(h2load --version 2>&1 | awk 'NR==1 {print $2}')"
+  echo "nghttpd=$(nghttpd --version 2>&1 | awk 'NR==1 {print $2}')"
 } > "$RUN/meta.txt"
 
 "$PYTHON" "$BENCH/report.py" "$RUN" "$OUTPUT"

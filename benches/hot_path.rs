@@ -219,8 +219,12 @@ fn uncached_validation(c: &mut Criterion) {
 }
 
 fn gateway_yaml(routes: usize, jwks_url: &str) -> String {
+    gateway_yaml_with_cache(routes, jwks_url, 100_000)
+}
+
+fn gateway_yaml_with_cache(routes: usize, jwks_url: &str, cache_entries: usize) -> String {
     let mut yaml = format!(
-        "server: {{insecure_plaintext: true}}\nlog: {{level: error}}\nproviders:\n  - name: p\n    issuer: https://idp.bench\n    algorithms: [ES256]\n    audiences: [orders-api]\n    jwks_url: {jwks_url}\n    allow_insecure_jwks_http: true\nroutes:\n"
+        "server: {{insecure_plaintext: true}}\nlog: {{level: error}}\ntoken_cache: {{max_entries: {cache_entries}}}\nproviders:\n  - name: p\n    issuer: https://idp.bench\n    algorithms: [ES256]\n    audiences: [orders-api]\n    jwks_url: {jwks_url}\n    allow_insecure_jwks_http: true\nroutes:\n"
     );
     for i in 0..routes.saturating_sub(1) {
         yaml.push_str(&format!("  - name: r{i}\n    match: {{path_prefix: /svc{i}, methods: [GET]}}\n    upstream: http://127.0.0.1:1\n    auth: anonymous\n"));
@@ -233,6 +237,14 @@ fn gateway_yaml(routes: usize, jwks_url: &str) -> String {
 
 /// A gateway whose provider holds `signer`'s key (served once by a loopback JWKS server).
 fn gateway_with_key(routes: usize, jwk: &Value) -> (Arc<Gateway>, tokio::runtime::Runtime) {
+    gateway_with_key_and_cache(routes, jwk, 100_000)
+}
+
+fn gateway_with_key_and_cache(
+    routes: usize,
+    jwk: &Value,
+    cache_entries: usize,
+) -> (Arc<Gateway>, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -264,7 +276,7 @@ fn gateway_with_key(routes: usize, jwk: &Value) -> (Arc<Gateway>, tokio::runtime
         });
         addr
     });
-    let yaml = gateway_yaml(routes, &format!("http://{addr}/jwks"));
+    let yaml = gateway_yaml_with_cache(routes, &format!("http://{addr}/jwks"), cache_entries);
     let config = compile_str(&yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e:?}"));
     let gateway =
         rt.block_on(async { Gateway::new(config, GatewayOptions::default()).expect("gateway") });
@@ -361,13 +373,45 @@ fn cached_paths(c: &mut Criterion) {
                     ready(judge(&gateway, &mut ctx, RequestView::of(&parts))).expect("allowed");
                 let snapshot = ctx.snapshot.clone();
                 let route = &snapshot.routes.routes()[verdict.route];
-                let (upstream, _wire) = proxied_upstream(route, false).expect("an upstream");
-                rewrite_request(&ctx, route, upstream, verdict, &mut parts, false)
+                let destination = proxied_upstream(route, false, false).expect("an upstream");
+                rewrite_request(&ctx, route, destination, verdict, &mut parts, false)
                     .expect("rewritten");
                 parts
             })
         });
     }
+    group.finish();
+
+    // The miss path as the load benchmark drives it: the cache full, every insert evicting, each
+    // request a token it has not seen (2,000 tokens through a cache of 100).
+    let (evicting, _rt2) = gateway_with_key_and_cache(10, &jwk, 100);
+    let fresh: Vec<String> = (0..2000)
+        .map(|i| {
+            let mut c = claims();
+            c["jti"] = json!(format!("bench-{i}"));
+            c["sub"] = json!(format!("user-{i}"));
+            es.key.mint_with(es.alg, json!({ "kid": "ec" }), &c)
+        })
+        .collect();
+    let mut group = c.benchmark_group("pipeline");
+    group
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    let mut next = 0usize;
+    group.bench_function("new_token_evicting", |b| {
+        b.iter(|| {
+            next = (next + 1) % fresh.len();
+            let parts = request("/api/orders/7", Some(fresh[next].as_str()));
+            let mut ctx = RequestCtx::new(
+                evicting.snapshot(),
+                conn,
+                http::HeaderValue::from_static("bench-id"),
+                parts.method.clone(),
+            );
+            // A miss never waits here: the key is cached in the provider's key set.
+            ready(judge(&evicting, &mut ctx, RequestView::of(&parts))).expect("allowed")
+        })
+    });
     group.finish();
 
     let mut group = c.benchmark_group("metering");

@@ -166,6 +166,48 @@ macro_rules! invalid_token {
 }
 use {invalid_token, text};
 
+/// The challenges of every denial with RFC 9728's `resource_metadata` parameter appended,
+/// rendered once per snapshot (`server.resource_metadata`), so a denial still formats nothing.
+#[derive(Debug)]
+pub struct MetadataChallenges {
+    rendered: std::collections::HashMap<&'static str, HeaderValue, foldhash::fast::RandomState>,
+    parameter: String,
+}
+
+impl MetadataChallenges {
+    /// `url`: where the metadata document is served; it needs no quoting (an https URL).
+    pub fn new(url: &str) -> MetadataChallenges {
+        let parameter = format!(", resource_metadata=\"{url}\"");
+        let rendered = Denial::challenges()
+            .filter_map(|c| Some((c, HeaderValue::from_str(&format!("{c}{parameter}")).ok()?)))
+            .collect();
+        MetadataChallenges {
+            rendered,
+            parameter,
+        }
+    }
+
+    /// Appends the parameter to each `WWW-Authenticate` of a denial's response.
+    pub fn stamp(&self, headers: &mut http::HeaderMap) {
+        let Some(challenge) = headers.get(WWW_AUTHENTICATE) else {
+            return;
+        };
+        let stamped = match challenge.to_str().ok().and_then(|c| self.rendered.get(c)) {
+            Some(rendered) => rendered.clone(),
+            // A challenge rendered elsewhere (not from the table): format it here, once.
+            None => {
+                let mut bytes = challenge.as_bytes().to_vec();
+                bytes.extend_from_slice(self.parameter.as_bytes());
+                match HeaderValue::from_bytes(&bytes) {
+                    Ok(value) => value,
+                    Err(_) => return,
+                }
+            }
+        };
+        headers.insert(WWW_AUTHENTICATE, stamped);
+    }
+}
+
 /// A refused request. `Copy` and allocation-free: denials are normal traffic, not exceptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Denial {
@@ -178,6 +220,9 @@ pub enum Denial {
     AmbiguousPath,
     /// Two Authorization headers, a malformed one, or a token over `max_token_bytes`.
     BadAuthorization,
+    /// Two of the route's `auth.token_from` sources at once, a token cookie or query parameter
+    /// given twice, or a query token that does not decode: the upstream might read another.
+    SeveralTokens,
     NoToken,
     InvalidToken(Reason),
     Forbidden,
@@ -208,6 +253,7 @@ impl Denial {
             | Denial::UnsafePath
             | Denial::AmbiguousPath
             | Denial::BadAuthorization
+            | Denial::SeveralTokens
             | Denial::MalformedBody => StatusCode::BAD_REQUEST,
             Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Denial::Forbidden | Denial::UntrustedPeer => StatusCode::FORBIDDEN,
@@ -239,7 +285,7 @@ impl Denial {
     /// The reason recorded as an authentication decision, for denials that are one.
     pub fn auth_reason(self) -> Option<Reason> {
         match self {
-            Denial::BadAuthorization => Some(Reason::Malformed),
+            Denial::BadAuthorization | Denial::SeveralTokens => Some(Reason::Malformed),
             Denial::NoToken => Some(Reason::MissingToken),
             Denial::InvalidToken(r) => Some(r),
             Denial::Forbidden => Some(Reason::InsufficientScope),
@@ -306,6 +352,11 @@ impl Denial {
                 "the Authorization header is malformed",
                 Some("Bearer error=\"invalid_request\"")
             ),
+            Denial::SeveralTokens => text!(
+                "invalid_request",
+                "the request carries more than one token, or one that cannot be decoded",
+                Some("Bearer error=\"invalid_request\"")
+            ),
             Denial::NoToken => text!(
                 "unauthorized",
                 "no bearer token was presented",
@@ -356,6 +407,7 @@ impl Denial {
             | Denial::UnsafePath
             | Denial::AmbiguousPath
             | Denial::BadAuthorization
+            | Denial::SeveralTokens
             | Denial::NoToken
             | Denial::InvalidToken(_)
             | Denial::Forbidden
@@ -368,6 +420,20 @@ impl Denial {
             | Denial::GrpcNeedsHttp2
             | Denial::UntrustedPeer => false,
         }
+    }
+
+    /// Every `WWW-Authenticate` value a denial may carry, for what is rendered per snapshot
+    /// around them (RFC 9728 `resource_metadata`).
+    pub fn challenges() -> impl Iterator<Item = &'static str> {
+        [
+            Denial::BadAuthorization,
+            Denial::SeveralTokens,
+            Denial::NoToken,
+            Denial::Forbidden,
+        ]
+        .into_iter()
+        .chain(Reason::ALL.into_iter().map(Denial::InvalidToken))
+        .filter_map(|d| d.text().challenge)
     }
 
     fn retry_after(self) -> Option<u32> {
@@ -476,6 +542,11 @@ mod tests {
             (Denial::UpstreamTimeout, 504, None),
             (Denial::GrpcNeedsHttp2, 501, None),
             (Denial::UntrustedPeer, 403, None),
+            (
+                Denial::SeveralTokens,
+                400,
+                Some(r#"Bearer error="invalid_request""#),
+            ),
             (Denial::BadRequest(BadRequest::MissingOriginal), 400, None),
         ];
         for &(denial, status, challenge) in table {

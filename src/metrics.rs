@@ -355,7 +355,8 @@ impl Metrics {
 pub struct RouteMetrics {
     pub name: String,
     requests: IntCounterVec,
-    codes: HashMap<u16, IntCounter>,
+    /// foldhash: the lookup runs on every response, and its keys are a fixed list.
+    codes: HashMap<u16, IntCounter, foldhash::fast::RandomState>,
     pub duration: Histogram,
     allow: IntCounter,
     deny: Vec<IntCounter>,

@@ -8,6 +8,7 @@ pub(crate) mod keyset;
 pub mod revocation;
 pub(crate) mod throttle;
 pub mod token;
+pub mod token_source;
 pub mod verify;
 
 // The vocabulary config shares with auth lives in leaf modules, so config never imports auth.

@@ -147,6 +147,19 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub path: PathPolicy,
     pub headers_with_underscores: UnderscoreHeaders,
+    /// RFC 9728 protected-resource metadata, served on the public listener.
+    pub resource_metadata: Option<ResourceMetadata>,
+}
+
+/// `server.resource_metadata`, with what serving it needs rendered at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceMetadata {
+    /// `/.well-known/oauth-protected-resource` and the resource's path, if any (RFC 9728 3.1).
+    pub path: String,
+    /// That path on the resource's origin, for `resource_metadata=` in every challenge.
+    pub url: String,
+    /// The metadata document.
+    pub json: String,
 }
 
 /// What happens to a request header whose name holds `_` (`server.headers_with_underscores`).
@@ -366,6 +379,40 @@ pub struct ProtectedAuth {
     pub providers: Vec<usize>,
     pub audience: Option<String>,
     pub require: Vec<Requirement>,
+    /// `auth.optional`: a request without a token passes anonymously.
+    pub optional: bool,
+    /// Where the token may come from (`auth.token_from`); at most one may be present.
+    pub token_from: Vec<TokenSource>,
+}
+
+/// One place a token may arrive in (`auth.token_from`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer`.
+    Header,
+    /// A cookie of this name.
+    Cookie(String),
+    /// A query parameter of this name.
+    Query(String),
+}
+
+/// `routes[].cors`, answered by the gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorsConfig {
+    pub allow_origins: AllowedOrigins,
+    /// `Access-Control-Allow-Methods` and `-Headers` of a preflight answer, rendered at load.
+    pub allow_methods: http::HeaderValue,
+    pub allow_headers: Option<http::HeaderValue>,
+    pub expose_headers: Option<http::HeaderValue>,
+    pub allow_credentials: bool,
+    pub max_age: Option<http::HeaderValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    Any,
+    /// Serialized origins (`https://app.example.com`), compared exactly, case-insensitively.
+    List(Vec<String>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -385,6 +432,7 @@ pub struct RouteConfig {
     pub upstream_protocol: UpstreamProtocol,
     pub strip_prefix: Option<String>,
     pub auth: RouteAuth,
+    pub cors: Option<CorsConfig>,
     pub forward_claims: Vec<ClaimHeader>,
     pub forward_token: TokenForwarding,
     pub assertion: Option<AssertionForward>,

@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::headers;
 use super::pipeline::{
-    judge, proxied_upstream, rewrite_request, ConnInfo, RequestCtx, RequestView,
+    judge, proxied_upstream, rewrite_request, ConnInfo, LocalAnswer, RequestCtx, RequestView,
 };
 use crate::denial::Denial;
 use crate::gateway::Gateway;
@@ -20,12 +20,18 @@ pub struct Explanation {
     pub stages: Vec<String>,
     /// The upstream request head, or the refusal.
     pub outcome: Result<Parts, Denial>,
+    /// Set when the gateway answers an admitted request itself (then `outcome` holds the
+    /// request as it came, and nothing goes upstream).
+    pub answered: Option<LocalAnswer>,
 }
 
 impl Explanation {
     /// The status the client would get from the gateway itself; `None` when the request goes
     /// upstream and the upstream's answer is relayed.
     pub fn status(&self) -> Option<StatusCode> {
+        if let Some(LocalAnswer::Preflight { .. }) = self.answered {
+            return Some(StatusCode::NO_CONTENT);
+        }
         self.outcome.as_ref().err().map(|d| d.status())
     }
 
@@ -37,6 +43,10 @@ impl Explanation {
             let _ = writeln!(out, "  {line}");
         }
         match &self.outcome {
+            Ok(_) if self.answered.is_some() => {
+                out.push_str("result: 204, a CORS preflight answered by the gateway\n");
+                out.push_str("  (nothing is sent upstream)\n");
+            }
             Ok(upstream) => {
                 let _ = writeln!(
                     out,
@@ -91,16 +101,18 @@ fn render_headers(out: &mut String, headers: &HeaderMap) {
 pub async fn explain_request(gateway: &Gateway, conn: ConnInfo, mut parts: Parts) -> Explanation {
     let mut ctx = RequestCtx::narrated(gateway.snapshot(), conn, parts.method.clone());
     let verdict = judge(gateway, &mut ctx, RequestView::of(&parts)).await;
+    let answered = verdict.as_ref().ok().and_then(|v| v.answer);
     let outcome = match verdict {
         Err(denial) => Err(denial),
+        Ok(_) if answered.is_some() => Ok(parts),
         Ok(verdict) => {
             let snapshot = ctx.snapshot.clone();
             let route = &snapshot.routes.routes()[verdict.route];
             let websocket =
                 headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
             let grpc = crate::grpc::is_grpc(&parts.headers);
-            proxied_upstream(route, grpc).and_then(|(upstream, _)| {
-                rewrite_request(&ctx, route, upstream, verdict, &mut parts, websocket)
+            proxied_upstream(route, grpc, websocket).and_then(|destination| {
+                rewrite_request(&ctx, route, destination, verdict, &mut parts, websocket)
                     .map(|()| parts)
             })
         }
@@ -108,5 +120,6 @@ pub async fn explain_request(gateway: &Gateway, conn: ConnInfo, mut parts: Parts
     Explanation {
         stages: ctx.narration().to_vec(),
         outcome,
+        answered,
     }
 }

@@ -66,22 +66,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade && !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
+    // `Connection: keep-alive` or `close`, what nearly every response says, names no field to
+    // remove beyond the listed ones: only other tokens are read as names.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
-    for name in named {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
-        }
-    }
-    for name in HOP_BY_HOP.iter() {
-        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
-            continue;
-        }
+    // One pass over the names present; each is removed once, whatever named it.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || named.contains(name))
+        .filter(|name| !(keep_upgrade && (*name == header::CONNECTION || *name == header::UPGRADE)))
+        .cloned()
+        .collect();
+    for name in &doomed {
         headers.remove(name);
     }
     if keep_upgrade {
@@ -216,14 +219,13 @@ pub fn set_forwarded(
     host: Option<HeaderValue>,
 ) {
     let mut xff = String::with_capacity(64);
-    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if from_trusted && headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
-            let _ = write!(xff, "{prior}, {peer}");
-        }
-        _ => {
-            let _ = write!(xff, "{peer}");
+    if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        if from_trusted && headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 {
+            xff.push_str(prior);
+            xff.push_str(", ");
         }
     }
+    push_ip(&mut xff, peer);
     // The String's buffer becomes the value: no second copy.
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
         headers.insert(&X_FORWARDED_FOR, v);
@@ -239,6 +241,30 @@ pub fn set_forwarded(
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+        }
+    }
+}
+
+/// Appends `ip` as text. IPv4, nearly every peer, is written digit by digit: the formatting
+/// machinery cost more than the rest of the `X-Forwarded-*` rewrite (callgrind, per request).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + (octet / 10) % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
         }
     }
 }
@@ -415,6 +441,24 @@ mod tests {
         let two = map(&[("x-request-id", "a"), ("x-request-id", "b")]);
         assert_eq!(request_id(&two).len(), 32);
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.0.5",
+            "100.99.10.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::5",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
     }
 
     #[test]

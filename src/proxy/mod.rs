@@ -2,6 +2,7 @@
 //! authenticate, authorize, rewrite, forward. `pipeline` holds the order and its reasons; the
 //! proxy and the explainer (`explain`) are two backs of the same stages.
 
+pub(crate) mod cors;
 pub(crate) mod decision;
 pub mod explain;
 pub(crate) mod headers;

@@ -27,6 +27,7 @@
 //! remember nothing about the client: `handle` records the decision, the throttle's failure count
 //! and the metrics, so a front that only explains leaves no trace.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,18 +43,22 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::cors;
 use super::headers::{self, X_REQUEST_ID};
 use super::host::{parse_host, RequestHost};
 use super::shape::check_shape;
-use crate::auth::bearer;
+use crate::auth::bearer::{self, Credential};
 use crate::auth::cache::CachedToken;
 use crate::auth::revocation::Revocations;
 use crate::auth::throttle::client_ip;
 use crate::auth::token::unix_now;
+use crate::auth::token_source::{self, Ambiguity, Presented};
 use crate::auth::verify::{self, CacheOutcome, Unverified};
 use crate::body::{GrpcCall, LimitedBody, ResponseBody, UpstreamBody};
 use crate::claims;
-use crate::config::{ProtectedAuth, RouteAuth, TokenForwarding, UnderscoreHeaders, Upstream};
+use crate::config::{
+    ProtectedAuth, RouteAuth, TokenForwarding, TokenSource, UnderscoreHeaders, Upstream,
+};
 use crate::denial::{BadRequest, Denial, Reason};
 use crate::gateway::Gateway;
 use crate::grpc::{self, GrpcStatus};
@@ -106,10 +111,19 @@ impl<'a> RequestView<'a> {
 /// `RequestCtx` that `judge` filled in.
 pub struct Verdict {
     pub route: usize,
-    /// The verified token; `None` on anonymous routes.
+    /// The verified token; `None` on anonymous routes and optional ones without a token.
     pub identity: Option<Arc<CachedToken>>,
     /// The route's claim headers, rendered from `identity`.
     pub claim_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set when the gateway answers the request itself instead of forwarding it.
+    pub answer: Option<LocalAnswer>,
+}
+
+/// A request the gateway answers itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalAnswer {
+    /// A CORS preflight on a route with `cors`; `allowed`: its origin is one the route allows.
+    Preflight { allowed: bool },
 }
 
 /// Per-request state handed from stage to stage, and read by `finish` for metrics and the log.
@@ -128,6 +142,8 @@ pub struct RequestCtx {
     /// The verified token, for the access line's `sub` and `jti` (shared, not copied).
     verified: Option<Arc<CachedToken>>,
     upstream_time: Option<f64>,
+    /// `Access-Control-Allow-Origin` for a CORS route's responses, when the origin is allowed.
+    cors_origin: Option<HeaderValue>,
     /// One line per stage passed or failed, kept only when a front explains the request.
     narration: Option<Vec<String>>,
     /// A gRPC call: refused in gRPC's terms, counted by `grpc-status` too.
@@ -157,6 +173,7 @@ impl RequestCtx {
             denial: None,
             verified: None,
             upstream_time: None,
+            cors_origin: None,
             narration: None,
             grpc: false,
             front: Front::Proxy,
@@ -250,16 +267,24 @@ async fn proxy(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Denial> {
     let (mut parts, body) = request.into_parts();
+    if let Some(document) = resource_metadata(ctx, &parts) {
+        return Ok(document);
+    }
     let verdict = judge(gateway, ctx, RequestView::of(&parts)).await;
     record_decision(gateway, ctx, &parts.headers, &verdict);
     let verdict = verdict?;
     let snapshot = ctx.snapshot.clone();
     let route = &snapshot.routes.routes()[verdict.route];
     tracing::Span::current().record("route", route.name());
-    let (upstream, wire) = proxied_upstream(route, ctx.grpc)?;
+    if let (Some(LocalAnswer::Preflight { allowed }), Some(cors)) =
+        (verdict.answer, &route.config.cors)
+    {
+        return Ok(cors::preflight_response(cors, allowed).map(Either::Left));
+    }
     let index = verdict.route;
     let identity = verdict.identity.clone();
     let websocket = headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
+    let destination = proxied_upstream(route, ctx.grpc, websocket)?;
     let upgrade = websocket
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
@@ -270,7 +295,7 @@ async fn proxy(
             revocations: gateway.revocations.clone(),
         }),
     });
-    rewrite_request(ctx, route, upstream, verdict, &mut parts, websocket)?;
+    rewrite_request(ctx, route, destination, verdict, &mut parts, websocket)?;
     if let Some(forward) = &route.config.assertion {
         // After the rewrite, so the explainer (which shares it) never prints a signature.
         let value = snapshot
@@ -284,7 +309,30 @@ async fn proxy(
             .ok_or(Denial::UpstreamUnavailable)?;
         parts.headers.insert(forward.header.clone(), value);
     }
-    forward(ctx, route, wire, parts, body, tunnel).await
+    forward(ctx, route, destination.wire, parts, body, tunnel).await
+}
+
+/// RFC 9728 metadata, for anyone who asks: it says where to get a token, so it needs none.
+fn resource_metadata(ctx: &mut RequestCtx, parts: &Parts) -> Option<Response<ResponseBody>> {
+    let metadata = ctx.snapshot.config.server.resource_metadata.as_ref()?;
+    if parts.uri.path() != metadata.path || !matches!(parts.method, Method::GET | Method::HEAD) {
+        return None;
+    }
+    ctx.path = Some(metadata.path.clone());
+    let mut response = Response::new(Either::Left(http_body_util::Full::new(
+        bytes::Bytes::copy_from_slice(metadata.json.as_bytes()),
+    )));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Browser-based clients discover it from any origin; it holds nothing secret.
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    Some(response)
 }
 
 /// Every stage that reads the request head: no I/O except a JWKS refetch on an unknown kid.
@@ -343,11 +391,17 @@ pub async fn judge(
             host.as_ref().map_or("(none)", RequestHost::as_str)
         )
     });
-    let matched = snapshot.routes.match_route(
-        host.as_ref().map_or("", RequestHost::name),
-        view.method,
-        &path,
-    );
+    let host_name = host.as_ref().map_or("", RequestHost::name);
+    // A preflight is routed by the method it asks about; on a route without `cors` it is
+    // an `OPTIONS` request like any other.
+    let preflight = cors::preflight_method(&view);
+    let matched = match &preflight {
+        Some(asked) => match snapshot.routes.match_route(host_name, asked, &path) {
+            Ok(i) if snapshot.routes.routes()[i].config.cors.is_some() => Ok(i),
+            _ => snapshot.routes.match_route(host_name, view.method, &path),
+        },
+        None => snapshot.routes.match_route(host_name, view.method, &path),
+    };
     ctx.host = host;
     ctx.path = Some(path);
     let index = match matched {
@@ -378,6 +432,24 @@ pub async fn judge(
         ctx.narrate(|| "[FAIL] the route serves forward-auth decisions only".into());
         return Err(Denial::NoRoute);
     }
+    if let Some(cors) = &route.config.cors {
+        ctx.cors_origin = cors::allowed_origin(cors, view.headers);
+        if preflight.is_some() {
+            let allowed = ctx.cors_origin.is_some();
+            ctx.narrate(|| {
+                format!(
+                    "[pass] CORS preflight answered by the gateway (origin {})",
+                    if allowed { "allowed" } else { "not allowed" }
+                )
+            });
+            return Ok(Verdict {
+                route: index,
+                identity: None,
+                claim_headers: Vec::new(),
+                answer: Some(LocalAnswer::Preflight { allowed }),
+            });
+        }
+    }
     let identity = match &route.config.auth {
         RouteAuth::Anonymous => {
             ctx.narrate(|| "[pass] anonymous route: no token needed".into());
@@ -385,8 +457,8 @@ pub async fn judge(
         }
         RouteAuth::Protected(auth) => {
             let entry = admit(gateway, ctx, route, auth, &view).await?;
-            ctx.verified = Some(entry.clone());
-            Some(entry)
+            ctx.verified.clone_from(&entry);
+            entry
         }
     };
     let claim_headers = match render_claims(route, identity.as_deref()) {
@@ -407,10 +479,12 @@ pub async fn judge(
         route: index,
         identity,
         claim_headers,
+        answer: None,
     })
 }
 
-/// Throttle, authenticate, authorize: the stages of a protected route.
+/// Throttle, authenticate, authorize: the stages of a protected route. `None`: an optional
+/// route's request without a token, admitted anonymously.
 ///
 /// # Errors
 ///
@@ -421,9 +495,14 @@ async fn admit(
     route: &Route,
     auth: &ProtectedAuth,
     view: &RequestView<'_>,
-) -> Result<Arc<CachedToken>, Denial> {
+) -> Result<Option<Arc<CachedToken>>, Denial> {
     let snapshot = ctx.snapshot.clone();
     let server = &snapshot.config.server;
+    let presented = token_source::presented(&auth.token_from, view.headers, view.uri.query());
+    if auth.optional && presented == Ok(Presented::Absent) {
+        ctx.narrate(|| "[pass] optional auth: no token, admitted anonymously".into());
+        return Ok(None);
+    }
     if let Some(limit) = server.limits.auth_failures_per_minute {
         let client = client_ip(ctx.conn.peer.ip(), view.headers, ctx.trusted_proxies());
         if let Some(retry_after_secs) = gateway.throttle.blocked(client, limit) {
@@ -437,6 +516,7 @@ async fn admit(
         route,
         auth,
         view.headers,
+        presented,
         server.limits.max_token_bytes,
     )
     .await;
@@ -449,6 +529,11 @@ async fn admit(
     }
     let entry = match authenticated {
         Ok((entry, _)) => entry,
+        // Another scheme's `Authorization` (`Basic`) is no bearer token either.
+        Err(Denial::NoToken) if auth.optional => {
+            ctx.narrate(|| "[pass] optional auth: no bearer token, admitted anonymously".into());
+            return Ok(None);
+        }
         Err(denial) => {
             ctx.narrate(|| match denial.auth_reason() {
                 Some(reason) => format!("[FAIL] authenticate: {}", reason.as_str()),
@@ -468,7 +553,7 @@ async fn admit(
         return Err(Denial::Forbidden);
     }
     ctx.narrate(|| format!("[pass] authorize: {} rule(s) hold", auth.require.len()));
-    Ok(entry)
+    Ok(Some(entry))
 }
 
 /// Counts the stages' verdict: the decision for `finish`, and a client-caused failure for the
@@ -506,17 +591,32 @@ fn counts_as_failure(denial: Denial) -> bool {
     )
 }
 
-/// Where and how a proxied request to `route` goes: its upstream and the wire.
+/// Where and how a proxied request goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Destination<'r> {
+    pub upstream: &'r Upstream,
+    pub wire: Wire,
+}
+
+/// The upstream of `route` and the wire a request to it takes: a WebSocket handshake, which
+/// only HTTP/1.1 can carry, is never left to ALPN.
 ///
 /// # Errors
 ///
 /// 404 for a route that only answers decisions, UNIMPLEMENTED for gRPC to an HTTP/1.1 upstream.
-pub fn proxied_upstream(route: &Route, grpc: bool) -> Result<(&Upstream, Wire), Denial> {
+pub fn proxied_upstream(
+    route: &Route,
+    grpc: bool,
+    websocket: bool,
+) -> Result<Destination<'_>, Denial> {
     let upstream = route.config.upstream.as_ref().ok_or(Denial::NoRoute)?;
     let https = upstream.scheme == http::uri::Scheme::HTTPS;
-    let wire = Wire::for_route(route.config.upstream_protocol, https, grpc)
-        .ok_or(Denial::GrpcNeedsHttp2)?;
-    Ok((upstream, wire))
+    let wire = match Wire::for_route(route.config.upstream_protocol, https, grpc) {
+        Some(Wire::Negotiated) if websocket => Wire::Http1,
+        Some(wire) => wire,
+        None => return Err(Denial::GrpcNeedsHttp2),
+    };
+    Ok(Destination { upstream, wire })
 }
 
 /// The request's host: the absolute-form or HTTP/2 authority, else `Host`. Every `Host` present
@@ -552,12 +652,27 @@ async fn authenticate(
     route: &Route,
     auth: &ProtectedAuth,
     headers: &HeaderMap,
+    presented: Result<Presented<'_>, Ambiguity>,
     max_token_bytes: usize,
 ) -> Result<(Arc<CachedToken>, CacheOutcome), Denial> {
-    let credential = match bearer::credential(headers, max_token_bytes) {
-        Ok(Some(credential)) => credential,
-        Ok(None) => return Err(Denial::NoToken),
-        Err(_) => return Err(Denial::BadAuthorization),
+    let outside_header = matches!(presented, Ok(Presented::Value(_)));
+    let value;
+    let credential = match presented {
+        Err(_) => return Err(Denial::SeveralTokens),
+        Ok(Presented::Absent) => return Err(Denial::NoToken),
+        Ok(Presented::Header) => match bearer::credential(headers, max_token_bytes) {
+            Ok(Some(credential)) => credential,
+            Ok(None) => return Err(Denial::NoToken),
+            Err(_) => return Err(Denial::BadAuthorization),
+        },
+        // A cookie or parameter is the token itself: what is wrong with it is the token's fault.
+        Ok(Presented::Value(v)) if v.len() > max_token_bytes => {
+            return Err(Denial::InvalidToken(Reason::Malformed))
+        }
+        Ok(Presented::Value(v)) => {
+            value = v;
+            Credential::from_token(&value)
+        }
     };
     let verdict = verify::verify_token(&credential, &route.providers, &gateway.cache).await;
     match verdict {
@@ -571,6 +686,9 @@ async fn authenticate(
                 return Err(Denial::InvalidToken(Reason::Revoked));
             }
             Ok((entry, cache))
+        }
+        Err(Unverified::Credential(_)) if outside_header => {
+            Err(Denial::InvalidToken(Reason::Malformed))
         }
         Err(Unverified::Credential(_)) => Err(Denial::BadAuthorization),
         Err(Unverified::Token(Reason::KeysUnavailable)) => {
@@ -615,21 +733,28 @@ fn render_claims(
 pub fn rewrite_request(
     ctx: &RequestCtx,
     route: &Route,
-    upstream: &Upstream,
+    destination: Destination<'_>,
     verdict: Verdict,
     parts: &mut Parts,
     websocket: bool,
 ) -> Result<(), Denial> {
     let snapshot = &ctx.snapshot;
     let server = &snapshot.config.server;
+    let upstream = destination.upstream;
+    let token_from = match &route.config.auth {
+        RouteAuth::Protected(auth) => auth.token_from.as_slice(),
+        RouteAuth::Anonymous => &[],
+    };
+    let query = forwarded_query(token_from, parts.uri.query());
     let uri = upstream_uri(
         route,
         upstream,
         ctx.path.as_deref().unwrap_or("/"),
-        parts.uri.query(),
+        query.as_deref(),
     )
     .ok_or(Denial::UnsafePath)?;
     let headers = &mut parts.headers;
+    rewrite_cookies(headers, token_from, route.config.forward_token);
     headers.remove(header::HOST);
     // `TE: trailers` says the client takes trailers, which gRPC and HTTP/2 upstreams need to
     // hear; every other transfer coding it might name is hop-by-hop.
@@ -673,12 +798,58 @@ pub fn rewrite_request(
     for (name, value) in verdict.claim_headers {
         headers.insert(name, value);
     }
-    headers.insert(header::HOST, upstream.host_header.clone());
+    // HTTP/2 names the host in `:authority` (from the URI); a `Host` beside it is a duplicate to
+    // nginx, which refuses the request. Where ALPN decides, the pool adds `Host` for HTTP/1.1.
+    if destination.wire == Wire::Http1 {
+        headers.insert(header::HOST, upstream.host_header.clone());
+    }
     parts.uri = uri;
     // The pool picks the upstream's protocol (HTTP/2 takes any request version, HTTP/1.1 refuses
     // one marked HTTP/2), whatever the client spoke.
     parts.version = Version::HTTP_11;
     Ok(())
+}
+
+/// The query without the route's token parameters: a token in a URL would otherwise reach the
+/// upstream's logs.
+fn forwarded_query<'q>(token_from: &[TokenSource], query: Option<&'q str>) -> Option<Cow<'q, str>> {
+    let mut query = Cow::Borrowed(query?);
+    for source in token_from {
+        if let TokenSource::Query(name) = source {
+            if let Some(kept) = token_source::without_param(&query, name) {
+                query = Cow::Owned(kept);
+            }
+        }
+    }
+    (!query.is_empty()).then_some(query)
+}
+
+/// One `Cookie` field for the upstream (HTTP/2 clients may split it, HTTP/1.1 allows one), and
+/// without the token's cookie unless the route forwards the token.
+fn rewrite_cookies(headers: &mut HeaderMap, token_from: &[TokenSource], forward: TokenForwarding) {
+    let mut drop: Vec<&str> = Vec::new();
+    if forward != TokenForwarding::Forward {
+        for source in token_from {
+            if let TokenSource::Cookie(name) = source {
+                drop.push(name);
+            }
+        }
+    }
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    let several = fields.next().is_some() && fields.next().is_some();
+    if !several && (drop.is_empty() || !headers.contains_key(header::COOKIE)) {
+        return;
+    }
+    match token_source::rewritten_cookie(headers, &drop)
+        .and_then(|joined| HeaderValue::from_str(&joined).ok())
+    {
+        Some(joined) => {
+            headers.insert(header::COOKIE, joined);
+        }
+        None => {
+            headers.remove(header::COOKIE);
+        }
+    }
 }
 
 /// The upstream sees exactly the matched (normalized) path, after `strip_prefix`.
@@ -890,6 +1061,12 @@ pub fn finish<B>(ctx: &RequestCtx, mut response: Response<B>) -> Response<B> {
     };
     let headers = response.headers_mut();
     headers.insert(&X_REQUEST_ID, ctx.request_id.clone());
+    if let Some(cors) = ctx.route().and_then(|r| r.config.cors.as_ref()) {
+        cors::stamp(cors, ctx.cors_origin.as_ref(), headers);
+    }
+    if let (Some(_), Some(challenges)) = (ctx.denial, &ctx.snapshot.metadata_challenges) {
+        challenges.stamp(headers);
+    }
     if ctx.conn.tls {
         if let Some(hsts) = &ctx.snapshot.hsts {
             headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());

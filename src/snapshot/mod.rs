@@ -12,6 +12,7 @@ use rustls_pki_types::CertificateDer;
 use crate::assertion::Minter;
 use crate::auth::keyset::ProviderKeys;
 use crate::config::{Config, RouteAuth};
+use crate::denial::MetadataChallenges;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::tls::{self, TlsError};
 use crate::upstream::{upstream_tls, UpstreamClient};
@@ -38,6 +39,8 @@ pub struct Snapshot {
     pub upstream: UpstreamClient,
     /// Signs `forward.assertion`s with this config's key; `None` without an `assertion:` section.
     pub assertions: Option<Minter>,
+    /// The challenges with `resource_metadata` appended, when `server.resource_metadata` is set.
+    pub metadata_challenges: Option<MetadataChallenges>,
 }
 
 /// Compiles `config` into a snapshot. Providers whose settings equal one of `previous`'s are
@@ -137,6 +140,11 @@ pub fn build(
         forward_auth_tls,
         upstream,
         assertions: Minter::new(&config),
+        metadata_challenges: config
+            .server
+            .resource_metadata
+            .as_ref()
+            .map(|m| MetadataChallenges::new(&m.url)),
         config: Arc::new(config),
     })
 }

@@ -88,7 +88,7 @@ pub struct RouteTable {
 
 #[derive(Default)]
 struct SegmentIndex {
-    by_first_segment: HashMap<Box<str>, Vec<usize>>,
+    by_first_segment: HashMap<Box<str>, Vec<usize>, foldhash::fast::RandomState>,
     /// Routes whose prefix is `/` are tried for every path.
     everywhere: Vec<usize>,
 }

@@ -31,6 +31,10 @@ fn audit_config(port: u16, admin: u16, issuer: &Issuer, upstream: &Upstream) -> 
                 .line("shared_secret_env: JWTGW_AUDIT_HS"),
         )
         .route(protected("api", "/api", &up).forward("sub", "X-Auth-Subject"))
+        .route(
+            protected("browser", "/browser", &up)
+                .auth_line(r#"token_from: ["query:access_token", "cookie:at"]"#),
+        )
         .route(anonymous("public", "/public", &up))
 }
 
@@ -191,6 +195,24 @@ async fn one_json_access_line_per_request_and_never_a_secret() {
         "jti-audit-hs",
     ));
 
+    // Tokens in a URL or a cookie (auth.token_from) stay out of the log like header ones.
+    for request in [
+        client.get(format!("{base}/browser/q?access_token={rs_token}&page=2")),
+        client
+            .get(format!("{base}/browser/c"))
+            .header("cookie", format!("theme=dark; at={hs_token}")),
+    ] {
+        let r = send(request, 200).await;
+        let (path, sub, jti) = match r.url().path() {
+            "/browser/q" => ("/browser/q", "alice", "jti-audit-rs"),
+            _ => ("/browser/c", "bob", "jti-audit-hs"),
+        };
+        expect.push(Expect {
+            route: "browser",
+            ..Expect::allowed(request_id(&r), "GET", path, sub, jti)
+        });
+    }
+
     let r = send(
         client
             .get(format!("{base}/api/orders/2"))
@@ -269,7 +291,7 @@ async fn one_json_access_line_per_request_and_never_a_secret() {
         201,
     )
     .await;
-    assert_eq!(upstream.requests(), 3);
+    assert_eq!(upstream.requests(), 5);
 
     gateway.sigterm();
     assert_eq!(gateway.exit_status().await.code(), Some(0));

@@ -954,3 +954,27 @@ async fn websocket_upgrade_still_passes_through() {
         assert_eq!(seen.headers["upgrade"], spelling);
     }
 }
+
+/// An HTTP/2 upstream names its host in `:authority`; nginx (Debian's 1.22, h2c) refuses a
+/// request that also carries `Host` as a duplicate. So the gateway sends `Host` only on
+/// HTTP/1.1, and a route with `upstream_protocol: http2` to nginx works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_nginx_upstream_gets_no_duplicate_host() {
+    let h2_port = crate::proxy::closed_port();
+    let nginx = RealUpstream::nginx_front(|_, _| {
+        format!(
+            "  server {{\n    listen 127.0.0.1:{h2_port} http2;\n    location / {{ return 200 \"$host $server_protocol\\n\"; }}\n  }}\n"
+        )
+    });
+    let route = anonymous("h2", "/", &format!("http://127.0.0.1:{h2_port}"))
+        .line("upstream_protocol: http2");
+    let gw = crate::support::TestGateway::start(Config::new().server(server()).route(route)).await;
+    let r = raw(gw.addr, get("/x", "api.example.com", "")).await;
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx.logs());
+    assert_eq!(
+        String::from_utf8_lossy(&r.body).trim(),
+        format!("127.0.0.1 HTTP/2.0"),
+        "nginx read the upstream's :authority over HTTP/2"
+    );
+    gw.stop().await;
+}

@@ -53,6 +53,62 @@ const ENV_SHORT: &str = "JWTGW_ERROR_TABLE_SHORT"; // 10 bytes
 const ENV_LONG: &str = "JWTGW_ERROR_TABLE_LONG"; // 64 bytes
 
 const ERRORS: &[Case] = &[
+    // browser.rs: token sources, CORS and RFC 9728 metadata.
+    (
+        "browser: empty token_from",
+        &["routes[0].auth: {providers: [corp], token_from: []}"],
+        &["routes[0].auth.token_from: must name at least one source (omit it for the Authorization header)"],
+    ),
+    (
+        "browser: token source",
+        &["routes[0].auth: {providers: [corp], token_from: [\"cookie:\"]}"],
+        &["routes[0].auth.token_from[0]: \"cookie:\" is not header, cookie:NAME or query:NAME"],
+    ),
+    (
+        "browser: token source twice",
+        &["routes[0].auth: {providers: [corp], token_from: [header, header]}"],
+        &["routes[0].auth.token_from[1]: \"header\" is listed twice"],
+    ),
+    (
+        "browser: cors origins required",
+        &["routes[0].cors: {allow_credentials: false}"],
+        &["routes[0].cors.allow_origins: is required: the origins whose pages may call this route"],
+    ),
+    (
+        "browser: cors origin",
+        &["routes[0].cors: {allow_origins: [\"https://app.test/x\"]}"],
+        &["routes[0].cors.allow_origins[0]: \"https://app.test/x\" is not an origin like https://app.example.com (or \"*\" alone)"],
+    ),
+    (
+        "browser: cors method",
+        &["routes[0].cors: {allow_origins: [\"*\"], allow_methods: [\"GE T\"]}"],
+        &["routes[0].cors.allow_methods[0]: \"GE T\" is not an HTTP method"],
+    ),
+    (
+        "browser: cors header",
+        &["routes[0].cors: {allow_origins: [\"*\"], allow_headers: [\"a b\"]}"],
+        &["routes[0].cors.allow_headers[0]: \"a b\" is not a header name"],
+    ),
+    (
+        "browser: cors credentials to any origin",
+        &["routes[0].cors: {allow_origins: [\"*\"], allow_credentials: true}"],
+        &["routes[0].cors.allow_credentials: cannot be combined with allow_origins: [\"*\"]: browsers refuse credentials to any origin; list the origins"],
+    ),
+    (
+        "browser: resource metadata URL",
+        &["server.resource_metadata: {resource: \"http://api.test\"}"],
+        &["server.resource_metadata.resource: \"http://api.test\" is not an https:// URL without query or fragment"],
+    ),
+    (
+        "yaml: required",
+        &["server.resource_metadata: {authorization_servers: [\"https://idp.test\"]}"],
+        &["server.resource_metadata.resource: is required"],
+    ),
+    (
+        "routes: optional with rules",
+        &["routes[0].auth: {providers: [corp], optional: true, require: [{claim: scope, any_of: [a]}]}"],
+        &["routes[0].auth.optional: cannot be combined with require: a request without a token would pass rules it never met"],
+    ),
     // compile/mod.rs: the top level and what several sections share.
     (
         "compile: empty file",
@@ -889,6 +945,11 @@ const WARNINGS: &[Case] = &[
 
 /// The sources the table covers, by the module name its sites start with.
 const SOURCES: &[(&str, &str, &str)] = &[
+    (
+        "browser",
+        "src/config/compile/browser.rs",
+        include_str!("browser.rs"),
+    ),
     (
         "compile",
         "src/config/compile/mod.rs",

@@ -2,6 +2,7 @@
 //! file per section; this one walks the top level and holds what several sections share.
 
 mod assertion;
+mod browser;
 #[cfg(test)]
 mod error_table;
 mod providers;
@@ -393,6 +394,69 @@ routes:
         assert_eq!(fa.trusted_proxies.len(), 1);
         assert!(fa.tls.is_some());
         assert!(c.routes[0].upstream.is_some());
+    }
+
+    #[test]
+    fn browser_keys_parse_into_rendered_values() {
+        use crate::config::{AllowedOrigins, RouteAuth, TokenSource};
+        let c = compiled(&config(
+            "  resource_metadata: {resource: \"https://API.example.com/orders/\", authorization_servers: [\"https://idp.test\"], scopes_supported: [orders]}",
+            "",
+            "      token_from: [header, \"cookie:session\", \"query:access_token\"]\n      optional: true\n    cors: {allow_origins: [\"https://App.test\", \"http://localhost:3000\"], allow_methods: [get, post], allow_headers: [Authorization, X-Trace], expose_headers: [X-Request-Id], allow_credentials: true, max_age: 10m}",
+        ));
+        let RouteAuth::Protected(auth) = &c.routes[0].auth else {
+            panic!("protected")
+        };
+        assert!(auth.optional);
+        assert_eq!(
+            auth.token_from,
+            [
+                TokenSource::Header,
+                TokenSource::Cookie("session".into()),
+                TokenSource::Query("access_token".into())
+            ]
+        );
+        let cors = c.routes[0].cors.as_ref().expect("cors");
+        assert_eq!(
+            cors.allow_origins,
+            AllowedOrigins::List(vec![
+                "https://app.test".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        assert_eq!(cors.allow_methods, "GET, POST");
+        assert_eq!(
+            cors.allow_headers.as_ref().unwrap(),
+            "authorization, x-trace"
+        );
+        assert_eq!(cors.expose_headers.as_ref().unwrap(), "x-request-id");
+        assert!(cors.allow_credentials);
+        assert_eq!(cors.max_age.as_ref().unwrap(), "600");
+        let meta = c.server.resource_metadata.expect("metadata");
+        assert_eq!(meta.path, "/.well-known/oauth-protected-resource/orders");
+        assert_eq!(
+            meta.url,
+            "https://api.example.com/.well-known/oauth-protected-resource/orders"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&meta.json).unwrap();
+        assert_eq!(doc["resource"], "https://API.example.com/orders/");
+        assert_eq!(doc["authorization_servers"][0], "https://idp.test");
+        assert_eq!(doc["scopes_supported"][0], "orders");
+        let plain = compiled(&config("", "", ""));
+        let RouteAuth::Protected(auth) = &plain.routes[0].auth else {
+            panic!("protected")
+        };
+        assert_eq!(auth.token_from, [TokenSource::Header]);
+        assert!(!auth.optional && plain.routes[0].cors.is_none());
+        let root = compiled(&config(
+            "  resource_metadata: {resource: \"https://api.test\"}",
+            "",
+            "",
+        ));
+        assert_eq!(
+            root.server.resource_metadata.unwrap().path,
+            "/.well-known/oauth-protected-resource"
+        );
     }
 
     #[test]

@@ -198,6 +198,7 @@ fn route(
     }
 
     let auth = route_auth(f, providers, errors, warnings);
+    let cors = super::browser::cors(&mut f.child("cors", errors), errors);
     let (forward_claims, forward_token, assertion) =
         forward(&mut f.child("forward", errors), errors);
     f.end(errors);
@@ -213,6 +214,7 @@ fn route(
         upstream_protocol,
         strip_prefix,
         auth: auth?,
+        cors,
         forward_claims,
         forward_token,
         assertion,
@@ -421,11 +423,22 @@ fn protected_auth(
             .collect(),
         None => Vec::new(),
     };
+    let optional_path = f.path_of("optional");
+    let optional = f.bool("optional", errors).unwrap_or(false);
+    if optional && !require.is_empty() {
+        errors.push(
+            &optional_path,
+            "cannot be combined with require: a request without a token would pass rules it never met",
+        );
+    }
+    let token_from = super::browser::token_from(f, errors);
     f.end(errors);
     Some(ProtectedAuth {
         providers: chosen,
         audience,
         require,
+        optional,
+        token_from,
     })
 }
 

@@ -67,6 +67,8 @@ pub(super) fn server(
     let limits = limits(&mut f.child("limits", errors), errors);
     let path = path_policy(&mut f.child("path", errors), errors);
     let headers_with_underscores = underscore_headers(f, errors);
+    let resource_metadata =
+        super::browser::resource_metadata(&mut f.child("resource_metadata", errors), errors);
     f.end(errors);
     Some(ServerConfig {
         listen: listen?,
@@ -75,6 +77,7 @@ pub(super) fn server(
         limits,
         path,
         headers_with_underscores,
+        resource_metadata,
     })
 }
 

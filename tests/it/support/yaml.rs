@@ -191,6 +191,8 @@ enum Auth {
         providers: Option<String>,
         audience: Option<String>,
         require: Vec<String>,
+        /// Other `auth` keys, as written: `optional: true`, `token_from: [..]`.
+        lines: Vec<String>,
     },
 }
 
@@ -207,6 +209,7 @@ pub struct Route {
     forward_token: bool,
     assertion: Option<String>,
     forward_claims: Vec<(String, String)>,
+    lines: Vec<String>,
 }
 
 fn route(name: &str, prefix: &str, upstream: &str, auth: Auth) -> Route {
@@ -221,6 +224,7 @@ fn route(name: &str, prefix: &str, upstream: &str, auth: Auth) -> Route {
         forward_token: false,
         assertion: None,
         forward_claims: Vec::new(),
+        lines: Vec::new(),
     }
 }
 
@@ -235,6 +239,7 @@ pub fn protected(name: &str, prefix: &str, upstream: &str) -> Route {
         providers: Some(quoted(&["test"])),
         audience: None,
         require: Vec::new(),
+        lines: Vec::new(),
     };
     route(name, prefix, upstream, auth)
 }
@@ -268,12 +273,19 @@ impl Route {
         self
     }
 
+    /// Any other key of the route, e.g. `upstream_protocol: http2`.
+    pub fn line(mut self, line: &str) -> Route {
+        self.lines.push(line.to_string());
+        self
+    }
+
     fn protected_auth(&mut self) -> (&mut Option<String>, &mut Option<String>, &mut Vec<String>) {
         match &mut self.auth {
             Auth::Protected {
                 providers,
                 audience,
                 require,
+                ..
             } => (providers, audience, require),
             Auth::Anonymous => panic!("route {}: an anonymous route has no auth rules", self.name),
         }
@@ -303,6 +315,15 @@ impl Route {
     pub fn require_all(mut self, claim: &str, values: &[&str]) -> Route {
         let rule = format!("- claim: {claim}\n  all_of: {}", quoted(values));
         self.protected_auth().2.push(rule);
+        self
+    }
+
+    /// Another `auth` key, e.g. `token_from: [header, "cookie:at"]` or `optional: true`.
+    pub fn auth_line(mut self, line: &str) -> Route {
+        match &mut self.auth {
+            Auth::Protected { lines, .. } => lines.push(line.to_string()),
+            Auth::Anonymous => panic!("route {}: an anonymous route has no auth keys", self.name),
+        }
         self
     }
 
@@ -343,17 +364,22 @@ impl Display for Route {
         if !self.upstream.is_empty() {
             writeln!(f, "    upstream: \"{}\"", self.upstream)?;
         }
+        for line in &self.lines {
+            writeln!(f, "    {line}")?;
+        }
         match &self.auth {
             Auth::Anonymous => writeln!(f, "    auth: anonymous")?,
             Auth::Protected {
                 providers: None,
                 audience: None,
                 require,
-            } if require.is_empty() => writeln!(f, "    auth: {{}}")?,
+                lines,
+            } if require.is_empty() && lines.is_empty() => writeln!(f, "    auth: {{}}")?,
             Auth::Protected {
                 providers,
                 audience,
                 require,
+                lines,
             } => {
                 writeln!(f, "    auth:")?;
                 if let Some(providers) = providers {
@@ -365,6 +391,9 @@ impl Display for Route {
                 if !require.is_empty() {
                     writeln!(f, "      require:")?;
                     f.write_str(&indented(&require.join("\n"), 8))?;
+                }
+                for line in lines {
+                    writeln!(f, "      {line}")?;
                 }
             }
         }
