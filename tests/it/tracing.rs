@@ -349,8 +349,8 @@ async fn without_tracing_trace_headers_pass_through_untouched() {
     assert_eq!(seen.headers["tracestate"], "a=b");
 }
 
-/// Sequential requests with a bounded wall time: a collector that stalls each export for 5 s
-/// would show up as seconds, not the milliseconds loopback requests take.
+/// Sequential requests with a bounded wall time: a collector that held them up would show as
+/// seconds, not the milliseconds loopback requests take.
 async fn hundred_requests(gw: &TestGateway, token: &str) -> Duration {
     let started = Instant::now();
     for _ in 0..100 {
@@ -387,30 +387,95 @@ async fn a_down_collector_costs_requests_nothing_and_is_counted() {
     assert!(errors >= 1.0, "export failures counted");
 }
 
+/// Waits (up to 10 s) until the collector has taken `n` POSTs.
+async fn wait_posts(collector: &Collector, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while *collector.posts.lock().unwrap() < n {
+        assert!(
+            Instant::now() < deadline,
+            "no span export reached the collector"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_collector_never_slows_requests_and_times_out_counted() {
-    let collector = Collector::start(Duration::from_secs(5)).await;
+async fn a_stalled_collector_never_slows_requests_and_times_out_counted() {
+    // The collector takes every POST and answers only after a minute: an export in flight hangs.
+    let collector = Collector::start(Duration::from_secs(60)).await;
     let rig = Rig::start(traced(
         &collector.url(),
-        "sample_ratio: 1, export_timeout: 1s",
+        "sample_ratio: 1, export_timeout: 6s",
     ))
     .await;
     let token = rig.token();
-    let first = hundred_requests(&rig.gw, &token).await;
-    // By now an export is stuck on the collector; requests go on as fast.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let second = hundred_requests(&rig.gw, &token).await;
-    assert!(
-        first < Duration::from_secs(4) && second < Duration::from_secs(4),
-        "{first:?} {second:?}"
+    assert_eq!(get_with(&rig.gw, "/api/x", Some(&token), &[]).await, 200);
+    wait_posts(&collector, 1).await;
+    let timeouts = "gateway_trace_export_errors_total{kind=\"timeout\"}";
+    let stalled = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(get_with(&rig.gw, "/api/x", Some(&token), &[]).await, 200);
+    }
+    let took = stalled.elapsed();
+    // Every one was answered while the export still hung (its timeout had not fired), and
+    // within a bound a request waiting on the collector could not meet.
+    assert_eq!(
+        metric(&rig.gw.metrics().await, timeouts).unwrap_or(0.0),
+        0.0,
+        "the export gave up before the requests were done ({took:?})"
     );
-    let timeouts = wait_metric(
-        &rig.gw,
-        "gateway_trace_export_errors_total{kind=\"timeout\"}",
-    )
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // Then the stalled export is given up on, and counted.
+    assert!(
+        wait_metric(&rig.gw, timeouts).await >= 1.0,
+        "the timeout counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_queue_is_bounded_and_drops_are_counted() {
+    // With the one exporter stuck on a POST, finished spans wait in the queue (2,048 of them);
+    // past that each is dropped and counted, and the requests go on.
+    let collector = Collector::start(Duration::from_secs(60)).await;
+    let rig = Rig::start(traced(
+        &collector.url(),
+        "sample_ratio: 1, export_timeout: 60s",
+    ))
     .await;
-    assert!(timeouts >= 1.0, "the stalled export was counted");
-    assert!(*collector.posts.lock().unwrap() >= 1);
+    let token = rig.token();
+    assert_eq!(get_with(&rig.gw, "/api/x", Some(&token), &[]).await, 200);
+    wait_posts(&collector, 1).await;
+    const QUEUE: usize = 2048;
+    const EXTRA: usize = 64;
+    const TASKS: usize = 16;
+    let client = rig.gw.client();
+    let url = rig.gw.url("/api/x");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..TASKS {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        tasks.spawn(async move {
+            for _ in 0..(QUEUE + EXTRA) / TASKS {
+                let status = client
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("request")
+                    .status();
+                assert_eq!(status, 200);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("requests");
+    }
+    let dropped = metric(&rig.gw.metrics().await, "gateway_trace_spans_dropped_total");
+    assert_eq!(
+        dropped,
+        Some(EXTRA as f64),
+        "exactly the spans beyond the queue's 2,048"
+    );
+    assert_eq!(*collector.posts.lock().unwrap(), 1);
 }
 
 // ---- The signed assertion ----
