@@ -349,6 +349,42 @@ async fn without_tracing_trace_headers_pass_through_untouched() {
     assert_eq!(seen.headers["tracestate"], "a=b");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_auth_decision_is_a_span_in_the_asking_proxys_trace() {
+    let collector = Collector::start(Duration::ZERO).await;
+    let shape = traced(&collector.url(), "sample_ratio: 0");
+    let rig = Rig::start(move |i, u| shape(i, u).section("forward_auth: {}")).await;
+    let decisions = rig.gw.decisions.expect("the decision listener");
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    // nginx's auth_request subrequest, carrying the trace context nginx propagates.
+    let status = reqwest::Client::new()
+        .get(format!("http://{decisions}/nginx"))
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/api/x")
+        .header("authorization", format!("Bearer {}", rig.token()))
+        .header("traceparent", &parent)
+        .send()
+        .await
+        .expect("decision")
+        .status();
+    assert_eq!(status, 200);
+    let spans = collector.wait_for(2).await;
+    let request = spans
+        .iter()
+        .find(|s| s.name == "request")
+        .expect("the decision's span");
+    assert_eq!(hex(&request.trace_id), PARENT_TRACE);
+    assert_eq!(hex(&request.parent_span_id), PARENT_SPAN);
+    assert_eq!(attr(request, "route").as_deref(), Some("api"));
+    let children: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == request.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(children, ["authenticate"], "no upstream call of its own");
+    assert_eq!(rig.upstream.requests(), 0);
+}
+
 /// Sequential requests with a bounded wall time: a collector that held them up would show as
 /// seconds, not the milliseconds loopback requests take.
 async fn hundred_requests(gw: &TestGateway, token: &str) -> Duration {
