@@ -16,6 +16,7 @@ import sys
 TARGETS = [
     ("gw-anon", "jwt-gateway, `auth: anonymous` route"),
     ("gw-cached", "jwt-gateway, cached token"),
+    ("gw-traced-cached", "jwt-gateway, cached token, tracing on (default sample_ratio 0.01)"),
     ("gw-tls-cached", "jwt-gateway, cached token, TLS"),
     ("gw-uncached", "jwt-gateway, new token every request"),
     ("haproxy-pass", "HAProxy pass-through (no auth)"),
@@ -26,7 +27,7 @@ TARGETS = [
     ("nginx-authreq", "nginx + `auth_request` + jwt-gateway `/nginx` decision, cached token"),
 ]
 # Targets whose gateway's token cache is read (the hit ratio column).
-CACHED = {"gw-cached", "gw-tls-cached", "gw-uncached", "gw-grpc", "nginx-authreq"}
+CACHED = {"gw-cached", "gw-traced-cached", "gw-tls-cached", "gw-uncached", "gw-grpc", "nginx-authreq"}
 # Targets without a server on core 1: the upstream itself is the server (core 0, with the load).
 NO_CORE1_SERVER = {"grpc-direct"}
 
@@ -47,7 +48,7 @@ INFO_RATIOS = [
     ("CPU per request, new token every request vs HAProxy `jwt_verify`", "gw-uncached", "haproxy-jwt", "cpu"),
     ("CPU per request, new token vs cached token (gateway)", "gw-uncached", "gw-cached", "cpu"),
 ]
-# Issues 15 and 16: no targets, the ratios the README quotes.
+# Issues 15, 16 and 20: no targets, the ratios the README quotes.
 # (label, numerator, denominator, metric)
 NEW_RATIOS = [
     ("req/s, gRPC unary: through the gateway vs direct to the same upstream", "gw-grpc", "grpc-direct", "rps"),
@@ -58,6 +59,10 @@ NEW_RATIOS = [
     ("p50 latency, nginx + `auth_request` + gateway vs nginx alone", "nginx-authreq", "nginx-pass", "p50"),
     ("req/s, nginx + `auth_request` + gateway vs the gateway as the proxy", "nginx-authreq", "gw-cached", "rps"),
     ("CPU per request, nginx + `auth_request` + gateway vs the gateway as the proxy", "nginx-authreq", "gw-cached", "cpu"),
+    # The cost of tracing: a second gateway process of the same binary, with tracing on.
+    ("req/s, cached token: tracing at the default ratio vs tracing off", "gw-traced-cached", "gw-cached", "rps"),
+    ("CPU per request, cached token: tracing at the default ratio vs tracing off", "gw-traced-cached", "gw-cached", "cpu"),
+    ("p99 latency, cached token: tracing at the default ratio vs tracing off", "gw-traced-cached", "gw-cached", "p99"),
 ]
 RSS_TARGET_MB = 250
 
@@ -321,7 +326,7 @@ def main(run_dir, output):
         entries = mem.get("cache_entries", "?")
 
     lines.append("")
-    lines.append("gRPC unary (issue 15) and forward-auth decisions (issue 16), no targets:")
+    lines.append("gRPC unary (issue 15), forward-auth decisions (issue 16) and the cost of tracing (issue 20), no targets:")
     lines.append("")
     lines.append("| measure | measured |")
     lines.append("|---|---:|")
