@@ -168,10 +168,33 @@ def fmt_us(us):
     return f"{us:.0f} µs"
 
 
+def drop_empty_tables(lines):
+    """A table whose rows were all left out (a --targets run), with the caption line above it."""
+    out = []
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            if i + 2 >= len(lines) or not lines[i + 2].startswith("|"):
+                # drop the caption and the blank line before the table, if any
+                while out and out[-1] == "":
+                    out.pop()
+                if out and not out[-1].startswith(("|", "-", "#")):
+                    out.pop()
+                i += 2
+                continue
+        if not (lines[i] == "" and out and out[-1] == ""):
+            out.append(lines[i])
+        i += 1
+    return out
+
+
 def main(run_dir, output):
     meta = read_kv(os.path.join(run_dir, "meta.txt"))
     clk = int(meta.get("clk_tck", "100"))
     smoke = meta.get("mode") == "smoke"
+    # A --targets run leaves out the rows and ratios of targets it did not run; a full run shows
+    # them as "not run" / "?", so a missing target cannot go unnoticed.
+    subset = "--targets" in meta.get("command", "")
     rt = "SCHED_FIFO" in meta.get("pinning", "")
 
     runs = {}  # target -> round -> figures
@@ -206,6 +229,8 @@ def main(run_dir, output):
 
     lines = []
     title = "Load benchmark: smoke run (not a measurement)" if smoke else "Load benchmark: latest full run"
+    if subset and not smoke:
+        title = "Load benchmark: a run of some targets"
     lines.append(f"# {title}")
     lines.append("")
     lines.append(f"- date: {meta.get('date')}; command: `{meta.get('command', 'bash bench/run.sh')}`")
@@ -231,6 +256,8 @@ def main(run_dir, output):
     problems = []
     for tid, name in TARGETS:
         if tid not in runs:
+            if subset:
+                continue
             lines.append(f"| {name} | not run | | | | | | | | |")
             continue
         rps, p50, p99, cpu = med(tid, "rps"), med(tid, "p50"), med(tid, "p99"), med(tid, "cpu")
@@ -296,6 +323,8 @@ def main(run_dir, output):
     lines.append("| measure (issue 5 targets) | target | measured | met |")
     lines.append("|---|---:|---:|---|")
     for label, num, den, key, op, tgt in RATIOS:
+        if subset and (num not in runs or den not in runs):
+            continue
         m, lo, hi = ratio(num, den, key)
         if m is None:
             met = "?"
@@ -331,6 +360,8 @@ def main(run_dir, output):
     lines.append("| measure | measured |")
     lines.append("|---|---:|")
     for label, num, den, key in NEW_RATIOS:
+        if subset and (num not in runs or den not in runs):
+            continue
         lines.append(f"| {label} | {fmt_ratio(*ratio(num, den, key))} |")
 
     lines.append("")
@@ -339,6 +370,8 @@ def main(run_dir, output):
     lines.append("| measure | measured |")
     lines.append("|---|---:|")
     for label, num, den, key in INFO_RATIOS:
+        if subset and (num not in runs or den not in runs):
+            continue
         lines.append(f"| {label} | {fmt_ratio(*ratio(num, den, key))} |")
     if mem:
         per_entry = (after - before) * 1024 / max(verified, 1)
@@ -370,6 +403,8 @@ def main(run_dir, output):
         lines.append("")
         for p in problems:
             lines.append(f"- {p}")
+    if subset:
+        lines = drop_empty_tables(lines)
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as f:
