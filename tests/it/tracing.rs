@@ -385,6 +385,51 @@ async fn a_forward_auth_decision_is_a_span_in_the_asking_proxys_trace() {
     assert_eq!(rig.upstream.requests(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_tracing_on_and_off() {
+    let collector = Collector::start(Duration::ZERO).await;
+    let rig = Rig::start(basic).await;
+    let reload = |config: Config| {
+        let compiled =
+            jwt_gateway::config::compile_str(&config.yaml(), rig.gw.dir.path()).expect("compiles");
+        rig.gw.gateway.reload(compiled)
+    };
+    reload(traced(&collector.url(), "sample_ratio: 1")(
+        &rig.issuer,
+        &rig.upstream,
+    ))
+    .await
+    .expect("reload with tracing");
+    assert_eq!(get_with(&rig.gw, "/public/x", None, &[]).await, 200);
+    let (trace, span, flags) = upstream_traceparent(&rig.upstream.last().expect("seen"));
+    assert_eq!(flags, "01");
+    let spans = collector.wait_for(1).await;
+    let request = spans
+        .iter()
+        .find(|s| hex(&s.span_id) == span)
+        .expect("the exporter started at boot sends once a reload names a collector");
+    assert_eq!(hex(&request.trace_id), trace);
+
+    reload(basic(&rig.issuer, &rig.upstream))
+        .await
+        .expect("reload without tracing");
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    let headers = [("traceparent", parent.as_str())];
+    assert_eq!(get_with(&rig.gw, "/public/x", None, &headers).await, 200);
+    let seen = rig.upstream.last().expect("seen");
+    assert_eq!(
+        seen.headers["traceparent"],
+        parent.as_str(),
+        "passed on untouched"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        collector.spans().len(),
+        spans.len(),
+        "nothing exported once off"
+    );
+}
+
 /// Sequential requests with a bounded wall time: a collector that held them up would show as
 /// seconds, not the milliseconds loopback requests take.
 async fn hundred_requests(gw: &TestGateway, token: &str) -> Duration {
