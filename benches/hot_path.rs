@@ -1,8 +1,8 @@
 //! The validation hot path, measured: uncached validation per algorithm next to the bare
 //! aws-lc-rs signature check it cannot avoid (with the ratio printed), jsonwebtoken's `decode` for
 //! reference, the cache hit, route matching with 10 and 1,000 routes, the whole in-process
-//! decision pipeline, the metering itself, the verified-cache key choice, and claim headers
-//! rendered per request against rendered once.
+//! decision pipeline, the cost a DPoP proof adds to it per algorithm, the metering itself, the
+//! verified-cache key choice, and claim headers rendered per request against rendered once.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -250,8 +250,25 @@ fn gateway_with_key_and_cache(
         .enable_all()
         .build()
         .expect("runtime");
+    let addr = serve_jwks(&rt, jwk);
+    let yaml = gateway_yaml_with_cache(routes, &format!("http://{addr}/jwks"), cache_entries);
+    (gateway_of(&rt, &yaml), rt)
+}
+
+/// A gateway of `yaml`, its first provider's keys fetched.
+fn gateway_of(rt: &tokio::runtime::Runtime, yaml: &str) -> Arc<Gateway> {
+    let config = compile_str(yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e:?}"));
+    let gateway =
+        rt.block_on(async { Gateway::new(config, GatewayOptions::default()).expect("gateway") });
+    let providers = gateway.snapshot().providers.clone();
+    rt.block_on(async { providers[0].refresh().await.expect("JWKS fetch") });
+    gateway
+}
+
+/// A loopback JWKS server on `rt` answering every request with `jwk`.
+fn serve_jwks(rt: &tokio::runtime::Runtime, jwk: &Value) -> SocketAddr {
     let body = json!({"keys": [jwk]}).to_string();
-    let addr: SocketAddr = rt.block_on(async move {
+    rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -275,14 +292,7 @@ fn gateway_with_key_and_cache(
             }
         });
         addr
-    });
-    let yaml = gateway_yaml_with_cache(routes, &format!("http://{addr}/jwks"), cache_entries);
-    let config = compile_str(&yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e:?}"));
-    let gateway =
-        rt.block_on(async { Gateway::new(config, GatewayOptions::default()).expect("gateway") });
-    let providers = gateway.snapshot().providers.clone();
-    rt.block_on(async { providers[0].refresh().await.expect("JWKS fetch") });
-    (gateway, rt)
+    })
 }
 
 fn cached_paths(c: &mut Criterion) {
@@ -344,6 +354,7 @@ fn cached_paths(c: &mut Criterion) {
     let conn = ConnInfo {
         peer: "127.0.0.1:40000".parse().expect("addr"),
         tls: true,
+        client_cert: None,
     };
     let request = |path: &str, token: Option<&str>| {
         let mut b = http::Request::builder()
@@ -426,6 +437,155 @@ fn cached_paths(c: &mut Criterion) {
             validation.observe(black_box(0.000_001));
         })
     });
+    group.finish();
+}
+
+/// Proofs signed per algorithm before the clock starts, each with its own `jti`.
+const PROOF_POOL: usize = 1000;
+
+/// The CPU a valid DPoP proof adds to a cached-token request, per proof algorithm: the whole
+/// in-process pipeline (`judge`, then the upstream head, as `pipeline/cached_token`) with
+/// `Authorization: DPoP` and one proof, next to the same gateway taking an unbound token as
+/// `Bearer`. The token (ES256) is a cache hit every time; what differs is the binding stage:
+/// parse the proof, check its claims, thumbprint its `jwk`, verify its signature, `ath`, and the
+/// memory replay cache. A proof is good once, so each pass of `PROOF_POOL` requests runs on a
+/// fresh gateway (built, and the token cached, off the clock) whose replay cache has seen none.
+fn dpop_proofs(c: &mut Criterion) {
+    let es = signers()
+        .into_iter()
+        .find(|s| s.alg == "ES256")
+        .expect("ES256");
+    let mut jwk = es.key.jwk();
+    jwk["alg"] = json!("ES256");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = serve_jwks(&rt, &jwk);
+    let yaml = gateway_yaml(1, &format!("http://{addr}/jwks")).replace(
+        "algorithms: [ES256]",
+        "algorithms: [ES256, RS256, PS256, EdDSA]\n    dpop: {max_age: 10m, replay: memory}",
+    );
+    let _rt_guard = rt.enter();
+    let conn = ConnInfo {
+        peer: "127.0.0.1:40000".parse().expect("addr"),
+        tls: true,
+        client_cert: None,
+    };
+    let htu = "https://api.example.com/api/orders/7";
+    let request = |authorization: &str, proof: Option<&str>| {
+        let mut b = http::Request::builder()
+            .uri("/api/orders/7")
+            .header("host", "api.example.com")
+            .header("user-agent", "bench")
+            .header("authorization", authorization);
+        if let Some(p) = proof {
+            b = b.header("dpop", p);
+        }
+        b.body(()).expect("request").into_parts().0
+    };
+    // Every stage, then the upstream head (which drops the DPoP header), as `handle` runs them.
+    let run = |gateway: &Gateway, parts: &mut http::request::Parts| {
+        let mut ctx = RequestCtx::new(
+            gateway.snapshot(),
+            conn,
+            http::HeaderValue::from_static("bench-id"),
+            parts.method.clone(),
+        );
+        let verdict = ready(judge(gateway, &mut ctx, RequestView::of(parts))).expect("allowed");
+        let snapshot = ctx.snapshot.clone();
+        let route = &snapshot.routes.routes()[verdict.route];
+        let destination = proxied_upstream(route, false, false).expect("an upstream");
+        rewrite_request(&ctx, route, destination, verdict, parts, false).expect("rewritten");
+    };
+    // `iters` requests, PROOF_POOL to a fresh gateway; only the requests are timed.
+    let timed = |iters: u64, token: &str, requests: &dyn Fn() -> Vec<http::request::Parts>| {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let gateway = gateway_of(&rt, &yaml);
+            let warm = request(&format!("Bearer {token}"), None);
+            let snapshot = gateway.snapshot();
+            let providers = &snapshot.routes.routes()[0].providers;
+            let credential = jwt_gateway::auth::bearer::credential(&warm.headers, 8192)
+                .expect("well-formed")
+                .expect("present");
+            ready(jwt_gateway::auth::verify::verify_token(
+                &credential,
+                providers,
+                &gateway.cache,
+            ))
+            .expect("valid");
+            let mut pool = requests();
+            pool.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+            let start = Instant::now();
+            for parts in &mut pool {
+                run(&gateway, black_box(parts));
+            }
+            total += start.elapsed();
+            left -= pool.len() as u64;
+        }
+        total
+    };
+
+    let mut group = c.benchmark_group("dpop");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let unbound = mint(&es, Some("ec"));
+    let bearer = format!("Bearer {unbound}");
+    group.bench_function("cached_token/bearer", |b| {
+        b.iter_custom(|iters| {
+            timed(iters, &unbound, &|| {
+                (0..PROOF_POOL).map(|_| request(&bearer, None)).collect()
+            })
+        })
+    });
+    let rsa = SigningKey::rsa("proof-rsa");
+    let keys = [
+        ("ES256", SigningKey::p256("proof-ec")),
+        ("RS256", rsa.clone()),
+        ("PS256", rsa),
+        ("EdDSA", SigningKey::ed25519("proof-ed")),
+    ];
+    for (alg, key) in keys {
+        let public = key.jwk();
+        let jkt = jwt_gateway::demo::mint::b64(
+            jwt_gateway::auth::dpop::jwk_thumbprint(&public).expect("a public JWK"),
+        );
+        let mut claims = claims();
+        claims["cnf"] = json!({ "jkt": jkt });
+        let token = es.key.mint_with("ES256", json!({"kid": "ec"}), &claims);
+        let ath = jwt_gateway::demo::mint::b64(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            token.as_bytes(),
+        ));
+        let authorization = format!("DPoP {token}");
+        // Signed once (RSA signing costs far more than the check measured here), used once per
+        // fresh gateway.
+        let proofs: Vec<String> = (0..PROOF_POOL)
+            .map(|i| {
+                key.mint_with(
+                    alg,
+                    json!({"typ": "dpop+jwt", "kid": null, "jwk": public}),
+                    &json!({"jti": format!("bench-{alg}-{i}"), "htm": "GET", "htu": htu,
+                        "iat": unix_now() as u64, "ath": ath}),
+                )
+            })
+            .collect();
+        group.bench_function(format!("cached_token/dpop_{alg}"), |b| {
+            b.iter_custom(|iters| {
+                timed(iters, &token, &|| {
+                    proofs
+                        .iter()
+                        .map(|p| request(&authorization, Some(p)))
+                        .collect()
+                })
+            })
+        });
+    }
     group.finish();
 }
 
@@ -856,6 +1016,7 @@ criterion_group!(
     benches,
     uncached_validation,
     cached_paths,
+    dpop_proofs,
     route_matching,
     cache_key,
     claim_headers,

@@ -40,6 +40,7 @@ fi
 dict_of() {
     case $1 in
     token_decode | verify) echo token ;;
+    dpop_proof) echo dpop ;;
     *) echo "$1" ;;
     esac
 }

@@ -96,3 +96,84 @@ pub enum KeyType {
     EcP384,
     Ed25519,
 }
+
+/// A set of the asymmetric algorithms (RS/PS/ES/EdDSA), as the `algs` of a DPoP challenge names
+/// them. A bit per algorithm keeps it `Copy`, so a [`crate::denial::Denial`] can carry it and the
+/// challenge text is rendered once per set, not once per refusal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AlgorithmSet(u16);
+
+impl AlgorithmSet {
+    /// The asymmetric algorithms, in the order a challenge lists them; a set's bit `i` is
+    /// `ASYMMETRIC[i]`.
+    pub const ASYMMETRIC: [Algorithm; 9] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+    /// How many distinct sets there are: every subset of `ASYMMETRIC`.
+    pub const COUNT: usize = 1 << Self::ASYMMETRIC.len();
+
+    /// The asymmetric members of `algorithms`; HMAC algorithms are left out, since a proof is
+    /// signed with the client's own public key.
+    pub fn asymmetric(algorithms: &[Algorithm]) -> AlgorithmSet {
+        let bits = Self::ASYMMETRIC
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| algorithms.contains(a))
+            .fold(0u16, |bits, (i, _)| bits | (1 << i));
+        AlgorithmSet(bits)
+    }
+
+    pub fn contains(self, alg: Algorithm) -> bool {
+        Self::ASYMMETRIC
+            .iter()
+            .position(|a| *a == alg)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// A number below [`AlgorithmSet::COUNT`], unique to this set.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Algorithm> {
+        Self::ASYMMETRIC
+            .into_iter()
+            .filter(move |a| self.contains(*a))
+    }
+
+    /// The names, space-separated, as RFC 9449 section 7.1 writes `algs`.
+    pub fn names(self) -> String {
+        self.iter()
+            .map(Algorithm::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_holds_only_asymmetric_algorithms_in_a_fixed_order() {
+        let set = AlgorithmSet::asymmetric(&[Algorithm::EdDSA, Algorithm::HS256, Algorithm::ES256]);
+        assert_eq!(set.names(), "ES256 EdDSA");
+        assert!(set.contains(Algorithm::ES256) && !set.contains(Algorithm::HS256));
+        assert!(AlgorithmSet::asymmetric(&[Algorithm::HS512]).is_empty());
+        let all = AlgorithmSet::asymmetric(&Algorithm::ALL);
+        assert_eq!(all.index(), AlgorithmSet::COUNT - 1);
+        assert_eq!(all.iter().count(), 9);
+    }
+}

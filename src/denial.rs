@@ -8,6 +8,9 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHE
 use http::{Response, StatusCode, Version};
 use http_body_util::Full;
 
+use std::sync::OnceLock;
+
+use crate::algorithm::AlgorithmSet;
 use crate::grpc::{GrpcStatus, GRPC_MESSAGE, GRPC_STATUS};
 
 /// The `reason` label of `gateway_auth_decisions_total`, and what a denied token is told.
@@ -27,10 +30,13 @@ pub enum Reason {
     InsufficientScope,
     Revoked,
     KeysUnavailable,
+    /// A sender-constrained token whose key or certificate the request does not prove, an unbound
+    /// token where the route wants one, or a DPoP proof that fails a check.
+    Binding,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Ok,
         Reason::MissingToken,
         Reason::Malformed,
@@ -45,6 +51,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::Revoked,
         Reason::KeysUnavailable,
+        Reason::Binding,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +70,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::Revoked => "revoked",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::Binding => "binding",
         }
     }
 
@@ -90,6 +98,9 @@ impl Reason {
             }
             Reason::Revoked => invalid_token!("the token has been revoked"),
             Reason::KeysUnavailable => invalid_token!("the issuer keys are unavailable"),
+            Reason::Binding => invalid_token!(
+                "the token is bound to a key or certificate this request does not prove"
+            ),
         }
     }
 }
@@ -242,6 +253,12 @@ pub enum Denial {
     GrpcNeedsHttp2,
     /// A forward-auth decision asked by a peer outside `forward_auth.trusted_proxies`.
     UntrustedPeer,
+    /// A DPoP proof missing, doubled or failing a check (RFC 9449 4.3); the challenge names the
+    /// token's provider's asymmetric algorithms.
+    InvalidDpopProof(AlgorithmSet),
+    /// The shared DPoP replay cache (Redis) cannot say whether a proof is new, or the embedded one
+    /// is full: the proof is refused rather than accepted unchecked.
+    ReplayUnavailable,
 }
 
 impl Denial {
@@ -255,9 +272,13 @@ impl Denial {
             | Denial::BadAuthorization
             | Denial::SeveralTokens
             | Denial::MalformedBody => StatusCode::BAD_REQUEST,
-            Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Denial::NoToken | Denial::InvalidToken(_) | Denial::InvalidDpopProof(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Denial::Forbidden | Denial::UntrustedPeer => StatusCode::FORBIDDEN,
-            Denial::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Denial::KeysUnavailable { .. } | Denial::ReplayUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Denial::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Denial::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Denial::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -290,6 +311,9 @@ impl Denial {
             Denial::InvalidToken(r) => Some(r),
             Denial::Forbidden => Some(Reason::InsufficientScope),
             Denial::KeysUnavailable { .. } => Some(Reason::KeysUnavailable),
+            // An outage of the replay store is counted with the stage it stopped, not as a key
+            // outage: the token's keys were there.
+            Denial::InvalidDpopProof(_) | Denial::ReplayUnavailable => Some(Reason::Binding),
             Denial::BadRequest(_)
             | Denial::NoRoute
             | Denial::UnsafePath
@@ -395,6 +419,11 @@ impl Denial {
                 "forbidden",
                 "this peer may not ask for authorization decisions"
             ),
+            Denial::InvalidDpopProof(algs) => dpop_text(algs),
+            Denial::ReplayUnavailable => text!(
+                "temporarily_unavailable",
+                "the DPoP replay cache is unavailable"
+            ),
         }
     }
 
@@ -418,7 +447,9 @@ impl Denial {
             | Denial::UpstreamUnavailable
             | Denial::UpstreamTimeout
             | Denial::GrpcNeedsHttp2
-            | Denial::UntrustedPeer => false,
+            | Denial::UntrustedPeer
+            | Denial::InvalidDpopProof(_)
+            | Denial::ReplayUnavailable => false,
         }
     }
 
@@ -440,6 +471,8 @@ impl Denial {
         match self {
             Denial::KeysUnavailable { retry_after_secs }
             | Denial::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1)),
+            // The revocation store's own reconnect runs every 300 ms.
+            Denial::ReplayUnavailable => Some(1),
             _ => None,
         }
     }
@@ -487,9 +520,36 @@ impl Denial {
     }
 }
 
+/// The `invalid_dpop_proof` answer for proofs of a provider allowing `algs`. Its challenge names
+/// the algorithms, so it cannot be a literal: each set's text is rendered the first time it is
+/// asked for (the snapshot asks for every provider's when it is built) and kept for the process,
+/// so a refusal still formats nothing. There are at most `AlgorithmSet::COUNT` (512) of them.
+pub fn dpop_text(algs: AlgorithmSet) -> &'static Text {
+    static CHALLENGES: [OnceLock<String>; AlgorithmSet::COUNT] =
+        [const { OnceLock::new() }; AlgorithmSet::COUNT];
+    static TEXTS: [OnceLock<Text>; AlgorithmSet::COUNT] =
+        [const { OnceLock::new() }; AlgorithmSet::COUNT];
+    let i = algs.index();
+    TEXTS[i].get_or_init(|| {
+        let challenge = CHALLENGES[i].get_or_init(|| {
+            format!(
+                "DPoP error=\"invalid_dpop_proof\", algs=\"{}\"",
+                algs.names()
+            )
+        });
+        Text {
+            error: "invalid_dpop_proof",
+            description: "the DPoP proof is missing or invalid",
+            json: "{\"error\":\"invalid_dpop_proof\",\"error_description\":\"the DPoP proof is missing or invalid\"}",
+            challenge: Some(challenge.as_str()),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithm::Algorithm;
 
     /// Pins each denial to its row of the contract's status table.
     #[test]
@@ -548,6 +608,23 @@ mod tests {
                 Some(r#"Bearer error="invalid_request""#),
             ),
             (Denial::BadRequest(BadRequest::MissingOriginal), 400, None),
+            (
+                Denial::InvalidToken(Reason::Binding),
+                401,
+                Some(
+                    r#"Bearer error="invalid_token", error_description="the token is bound to a key or certificate this request does not prove""#,
+                ),
+            ),
+            (
+                Denial::InvalidDpopProof(AlgorithmSet::asymmetric(&[
+                    Algorithm::EdDSA,
+                    Algorithm::HS256,
+                    Algorithm::ES256,
+                ])),
+                401,
+                Some(r#"DPoP error="invalid_dpop_proof", algs="ES256 EdDSA""#),
+            ),
+            (Denial::ReplayUnavailable, 503, None),
         ];
         for &(denial, status, challenge) in table {
             let response = denial.to_response(Version::HTTP_11);
@@ -600,6 +677,11 @@ mod tests {
                 Unavailable,
             ),
             (Denial::UpstreamTimeout, DeadlineExceeded),
+            (
+                Denial::InvalidDpopProof(AlgorithmSet::asymmetric(&[Algorithm::PS256])),
+                Unauthenticated,
+            ),
+            (Denial::ReplayUnavailable, Unavailable),
         ];
         for &(denial, want) in table {
             let r = denial.to_grpc_response();
@@ -627,6 +709,32 @@ mod tests {
                 d.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%'),
                 "{d}"
             );
+        }
+    }
+
+    /// Every algorithm set renders a challenge that is a valid header value, once: asking again
+    /// hands back the very same text.
+    #[test]
+    fn dpop_challenges_name_the_sets_algorithms_and_are_rendered_once() {
+        for bits in 0..AlgorithmSet::COUNT {
+            let algs: Vec<Algorithm> = AlgorithmSet::ASYMMETRIC
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .map(|(_, a)| *a)
+                .collect();
+            let set = AlgorithmSet::asymmetric(&algs);
+            let text = Denial::InvalidDpopProof(set).text();
+            let challenge = text.challenge.unwrap();
+            assert!(HeaderValue::from_str(challenge).is_ok(), "{challenge}");
+            assert_eq!(
+                challenge,
+                format!(r#"DPoP error="invalid_dpop_proof", algs="{}""#, set.names())
+            );
+            assert!(std::ptr::eq(text, Denial::InvalidDpopProof(set).text()));
+            let body: serde_json::Value = serde_json::from_str(text.json).unwrap();
+            assert_eq!(body["error"], "invalid_dpop_proof");
+            assert_eq!(body["error_description"], text.description);
         }
     }
 

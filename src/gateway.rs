@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::assertion::{self, PublishedKeys};
 use crate::auth::cache::VerifiedCache;
 use crate::auth::keyset::ProviderKeys;
+use crate::auth::replay::ReplayCache;
 use crate::auth::revocation::{RevocationError, Revocations};
 use crate::auth::throttle::FailureThrottle;
 use crate::config::Config;
@@ -48,6 +49,8 @@ pub struct Gateway {
     pub tracer: Tracer,
     /// The assertion keys the admin listener publishes, retired ones included.
     pub assertion_keys: PublishedKeys,
+    /// DPoP proofs already accepted; outlives reloads, so a reload never forgets one.
+    pub replay: ReplayCache,
     jwks_http: reqwest::Client,
     /// Roots the embedder trusts for TLS upstreams, kept for the snapshots of later reloads.
     extra_roots: Vec<CertificateDer<'static>>,
@@ -91,6 +94,7 @@ impl Gateway {
             throttle: FailureThrottle::new(),
             tracer,
             assertion_keys,
+            replay: ReplayCache::default(),
             jwks_http,
             extra_roots: options.extra_roots,
             background: tokio::sync::Mutex::new(Background::default()),

@@ -9,21 +9,25 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%d s into the run)\n' "$*" "$SECONDS"; }
 
-# Debian packages used by tests: redis-server (shared revocation), prometheus (promtool and a
-# real scrape), python3-jwt (assertions), and nginx, python3 and tomcat10 (the real upstreams of tests/it/differential.rs;
-# tomcat10 brings a JRE). The load-benchmark smoke run installs its own (haproxy, nginx, wrk).
+# Debian packages used by tests: redis-server (shared revocation and DPoP replay), prometheus
+# (promtool and a real scrape), nginx, python3 and tomcat10 (the real upstreams of
+# tests/it/differential.rs; tomcat10 brings a JRE), python3-cryptography and python3-jwt. The load-benchmark smoke run installs its own (haproxy, nginx, wrk).
 want=()
 command -v redis-server >/dev/null || want+=(redis-server)
 command -v promtool >/dev/null || want+=(prometheus)
 command -v nginx >/dev/null || want+=(nginx)
 command -v python3 >/dev/null || want+=(python3)
-# tests/it/tracing.rs verifies the gateway's assertions with an independent JWT library: Debian's
-# PyJWT and cryptography, run by /usr/bin/python3.
-/usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null || want+=(python3 python3-jwt python3-cryptography)
+# Sender-constrained tokens (tests/it/binding.rs): proofs and client certificates come from
+# Debian's python3 with python3-cryptography and python3-jwt, never from the gateway's code; the
+# gateway's assertions (tests/it/tracing.rs) are verified with the same PyJWT, an independent
+# JWT library.
+/usr/bin/python3 -c 'import cryptography, jwt' 2>/dev/null || want+=(python3-cryptography python3-jwt)
 # Tomcat is not on PATH: the tests run Debian's install in /usr/share/tomcat10 with `java`.
 { [ -e /usr/share/tomcat10/bin/bootstrap.jar ] && command -v java >/dev/null; } || want+=(tomcat10)
+# The browser end-to-end test (tests/it/chromium.rs) drives headless Chromium.
+command -v chromium >/dev/null || want+=(chromium)
 if ((${#want[@]})); then
   step "installing Debian packages: ${want[*]}"
   if [ "$(id -u)" != 0 ]; then
@@ -57,5 +61,7 @@ bash bench/run.sh --smoke
 step "deploy checks (promtool, Kubernetes schemas, dashboard, systemd)"
 bash deploy/check.sh
 
-step "fuzz smoke: every cargo-fuzz target, 15 s each (longer runs: bash fuzz/run.sh 3600)"
-FUZZ_FLAGS="-s none" bash fuzz/run.sh 15
+step "fuzz smoke: every cargo-fuzz target, 10 s each (longer runs: bash fuzz/run.sh 3600)"
+FUZZ_FLAGS="-s none" bash fuzz/run.sh 10
+
+printf '\n==> all green in %d s\n' "$SECONDS"

@@ -57,7 +57,7 @@ LABEL_VALUES = {
     "decision": {"allow", "deny"},
     "reason": {"ok", "missing_token", "malformed", "bad_signature", "unknown_kid",
                "alg_not_allowed", "expired", "not_yet_valid", "issuer", "audience",
-               "missing_claim", "insufficient_scope", "revoked", "keys_unavailable"},
+               "missing_claim", "insufficient_scope", "revoked", "keys_unavailable", "binding"},
     "cache": {"hit", "miss"},
     "result": {"ok", "error"},
     "backend": {"memory", "redis"},
@@ -70,11 +70,13 @@ PROMETHEUS_SERIES = {"up"}
 
 # gateway.yaml keys. A dict is a mapping with exactly these optional keys; "LIST:" + dict is
 # a list of such mappings; None is a leaf (any scalar or list of scalars).
-ROUTE_AUTH = {"providers": None, "audience": None, "require": [{"claim": None, "any_of": None, "all_of": None}]}
+ROUTE_AUTH = {"providers": None, "audience": None, "require_binding": None,
+              "require": [{"claim": None, "any_of": None, "all_of": None}]}
 CONFIG_SCHEMA = {
     "server": {
         "listen": None,
-        "tls": {"cert_file": None, "key_file": None, "hsts_max_age": None},
+        "tls": {"cert_file": None, "key_file": None, "hsts_max_age": None,
+                "client_auth": {"mode": None, "ca_file": None}},
         "insecure_plaintext": None,
         "trusted_proxies": None,
         "limits": {k: None for k in (
@@ -92,6 +94,7 @@ CONFIG_SCHEMA = {
         "require_claims": None, "require_typ": None, "allow_insecure_jwks_http": None,
         "jwks": {"refresh_interval": None, "min_refresh": None, "max_stale": None,
                  "fetch_timeout": None},
+        "dpop": {"max_age": None, "replay": None},
     }],
     "routes": [{
         "name": None,

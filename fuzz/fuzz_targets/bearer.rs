@@ -1,5 +1,5 @@
 //! `extract_bearer` on one or two `Authorization` values: the input's first two lines (a newline
-//! can never be part of a header value).
+//! can never be part of a header value). `Bearer` and `DPoP` credentials share one syntax.
 #![no_main]
 
 use http::header::AUTHORIZATION;
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let values = headers.get_all(AUTHORIZATION).iter().count();
     match extract_bearer(&headers, MAX_TOKEN_BYTES) {
-        Ok(Bearer::Token(token)) => {
+        Ok(Bearer::Token(token) | Bearer::Dpop(token)) => {
             assert_eq!(values, 1);
             assert!(
                 !token.is_empty() && token.len() <= MAX_TOKEN_BYTES,

@@ -1,9 +1,10 @@
 //! Bearer-token extraction, strict enough that the gateway and an upstream can never pick
 //! different credentials out of one request.
 //!
-//! Only `Authorization: Bearer <token>` counts (RFC 6750 2.1); tokens in query strings or
-//! bodies are never looked at, so they cannot leak through URLs into logs. Anything ambiguous
-//! (two headers, two words, odd whitespace) is refused rather than interpreted.
+//! Only `Authorization: Bearer <token>` (RFC 6750 2.1) and `Authorization: DPoP <token>` (RFC
+//! 9449 7.1, the same syntax; the token must then come with a proof) count; tokens in query
+//! strings or bodies are never looked at, so they cannot leak through URLs into logs. Anything
+//! ambiguous (two headers, two words, odd whitespace) is refused rather than interpreted.
 
 use std::fmt;
 
@@ -14,7 +15,16 @@ use http::HeaderMap;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Bearer<'a> {
     Token(&'a str),
+    /// A token presented under the `DPoP` scheme: sender-constrained, proven by a `DPoP` header.
+    Dpop(&'a str),
     Absent,
+}
+
+/// The scheme a token came under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
 }
 
 /// Why the Authorization header was refused (answered 400 `invalid_request` by the caller).
@@ -59,7 +69,13 @@ pub fn extract_bearer(
     max_token_bytes: usize,
 ) -> Result<Bearer<'_>, BadAuthorization> {
     match credential(headers, max_token_bytes)? {
-        Some(credential) => credential.checked().map(Bearer::Token),
+        Some(credential) => {
+            let token = credential.checked()?;
+            Ok(match credential.scheme {
+                Scheme::Bearer => Bearer::Token(token),
+                Scheme::Dpop => Bearer::Dpop(token),
+            })
+        }
         None => Ok(Bearer::Absent),
     }
 }
@@ -72,6 +88,7 @@ pub struct Credential<'a> {
     /// The whole header value it came from, to tell a non-ASCII header from a malformed one.
     value: &'a [u8],
     token: &'a [u8],
+    scheme: Scheme,
 }
 
 impl<'a> Credential<'a> {
@@ -81,7 +98,13 @@ impl<'a> Credential<'a> {
         Credential {
             value: token.as_bytes(),
             token: token.as_bytes(),
+            scheme: Scheme::Bearer,
         }
+    }
+
+    #[must_use]
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
     }
 
     /// The token as sent; not yet known to be a b64token.
@@ -125,9 +148,10 @@ pub fn credential(
     // A well-formed bearer credential is visible ASCII by construction, so the ASCII check runs
     // only when the value is about to be refused or passed over: one scan of the token, not two.
     match bearer_token(value.as_bytes(), max_token_bytes) {
-        Ok(Some(token)) => Ok(Some(Credential {
+        Ok(Some((scheme, token))) => Ok(Some(Credential {
             value: value.as_bytes(),
             token,
+            scheme,
         })),
         Ok(None) if value.to_str().is_ok() => Ok(None),
         Ok(None) => Err(BadAuthorization::NotAscii),
@@ -148,8 +172,11 @@ fn refusal(value: &[u8], bad: BadAuthorization) -> BadAuthorization {
     }
 }
 
-/// The token of a `Bearer` credential, `None` for another scheme.
-fn bearer_token(value: &[u8], max_token_bytes: usize) -> Result<Option<&[u8]>, BadAuthorization> {
+/// The token of a `Bearer` or `DPoP` credential, `None` for another scheme.
+fn bearer_token(
+    value: &[u8],
+    max_token_bytes: usize,
+) -> Result<Option<(Scheme, &[u8])>, BadAuthorization> {
     // Splitting at tabs as well keeps `Bearer<TAB>token` from passing as an unknown scheme
     // (and so as an anonymous request) instead of being refused.
     let at = value
@@ -161,9 +188,13 @@ fn bearer_token(value: &[u8], max_token_bytes: usize) -> Result<Option<&[u8]>, B
         // Empty, blank, or starting with whitespace: not a credential of any scheme.
         return Err(BadAuthorization::Malformed);
     }
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         return Ok(None);
-    }
+    };
     // RFC 6750 asks for `1*SP`: no tabs, and no scheme without a token.
     let Some(rest) = rest.strip_prefix(b" ") else {
         return Err(BadAuthorization::Malformed);
@@ -174,7 +205,7 @@ fn bearer_token(value: &[u8], max_token_bytes: usize) -> Result<Option<&[u8]>, B
     if token.len() > max_token_bytes {
         return Err(BadAuthorization::TooLong);
     }
-    Ok(Some(token))
+    Ok(Some((scheme, token)))
 }
 
 /// RFC 6750 2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -294,6 +325,30 @@ mod tests {
         }
     }
 
+    /// `DPoP` takes the syntax of `Bearer` (RFC 9449 7.1), its malformations included.
+    #[test]
+    fn dpop_credentials_are_read_like_bearer_ones() {
+        for (value, token) in [
+            ("DPoP eyJ.eyJ.sig", "eyJ.eyJ.sig"),
+            ("dpop abc", "abc"),
+            ("DPOP  abc=", "abc="),
+        ] {
+            assert_eq!(extract(value), Ok(Bearer::Dpop(token)), "{value:?}");
+        }
+        for value in ["DPoP", "DPoP ", "DPoP\tabc", "DPoP abc def", "DPoP a!b"] {
+            assert_eq!(
+                extract(value),
+                Err(BadAuthorization::Malformed),
+                "{value:?}"
+            );
+        }
+        let long = format!("DPoP {}", "a".repeat(MAX + 1));
+        assert_eq!(extract(&long), Err(BadAuthorization::TooLong));
+        let headers = one(b"DPoP abc");
+        let c = credential(&headers, MAX).unwrap().unwrap();
+        assert_eq!((c.scheme(), c.checked()), (Scheme::Dpop, Ok("abc")));
+    }
+
     #[test]
     fn other_schemes_are_absent() {
         for value in [
@@ -301,7 +356,7 @@ mod tests {
             "basic dXNlcjpwYXNz",
             "Digest username=\"u\", realm=\"r\"",
             "Negotiate YIIB",
-            "DPoP eyJ.eyJ.sig",
+            "DPoPx abc",
             "Token abc",
             "Bearerx abc",
             "Bearer-x abc",
@@ -547,6 +602,7 @@ mod tests {
                     prop_assert!(rest.starts_with(' '));
                     prop_assert_eq!(rest.trim_start_matches(' '), token);
                 }
+                Ok(Bearer::Dpop(_)) => prop_assert!(false, "no DPoP scheme is drawn"),
                 Ok(Bearer::Absent) => {
                     let scheme = value.split([' ', '\t']).next().unwrap_or_default();
                     prop_assert!(!scheme.is_empty());

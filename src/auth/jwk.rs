@@ -182,6 +182,13 @@ pub fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<ParsedJwks, Jwks
     Ok(ParsedJwks { keys, skipped })
 }
 
+/// The public key a DPoP proof carries in its `jwk` header, for the proof's own `alg`: held to
+/// the rules of a JWKS entry (key type and curve fit `alg`, no private members, RSA of 2048 bits
+/// and more).
+pub(crate) fn proof_key(jwk: &Value, alg: Algorithm) -> Result<VerifyingKey, Skipped> {
+    parse_jwk(jwk, &[alg])
+}
+
 fn parse_jwk(entry: &Value, allowed: &[Algorithm]) -> Result<VerifyingKey, Skipped> {
     let obj = entry.as_object().ok_or(Skipped::NotAnObject)?;
     let kty = str_member(obj, "kty")?.ok_or(Skipped::Malformed("missing kty"))?;

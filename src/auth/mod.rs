@@ -2,9 +2,12 @@
 //! this route. Nothing here knows about HTTP forwarding; `proxy` calls in.
 
 pub mod bearer;
+pub mod binding;
 pub(crate) mod cache;
+pub mod dpop;
 pub mod jwk;
 pub(crate) mod keyset;
+pub mod replay;
 pub mod revocation;
 pub(crate) mod throttle;
 pub mod token;
@@ -12,4 +15,4 @@ pub mod token_source;
 pub mod verify;
 
 // The vocabulary config shares with auth lives in leaf modules, so config never imports auth.
-pub use crate::algorithm::{Algorithm, KeyType};
+pub use crate::algorithm::{Algorithm, AlgorithmSet, KeyType};

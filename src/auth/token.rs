@@ -83,7 +83,8 @@ fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String
     }
 }
 
-fn decode_object(part: &str) -> Result<Map<String, Value>, Reason> {
+/// One base64url part as a JSON object, refusing repeated member names (also a DPoP proof's).
+pub(crate) fn decode_object(part: &str) -> Result<Map<String, Value>, Reason> {
     let bytes = b64_decode(part).ok_or(Reason::Malformed)?;
     match serde_json::from_slice::<StrictJson>(&bytes) {
         Ok(StrictJson(Value::Object(map))) => Ok(map),
@@ -280,7 +281,7 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String
 }
 
 /// RFC 7515 4.1.9: `typ` may omit the `application/` prefix, and media types are case-insensitive.
-fn media_type_eq(got: &str, expected: &str) -> bool {
+pub(crate) fn media_type_eq(got: &str, expected: &str) -> bool {
     fn short(t: &str) -> &str {
         if t.len() > 12 && t[..12].eq_ignore_ascii_case("application/") {
             &t[12..]

@@ -35,17 +35,16 @@ pub fn check(config_path: &Path) -> Result<(), CliError> {
 fn check_files(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
     let mut found = Found::default();
     if let Some(t) = &config.server.tls {
-        check_pair(
-            "server.tls",
-            [&t.cert_file, &t.key_file],
-            || tls::acceptor(t),
-            &mut found,
-        );
+        let mut files = vec![("cert_file", &*t.cert_file), ("key_file", &*t.key_file)];
+        if let Some(clients) = &t.client_auth {
+            files.push(("client_auth.ca_file", &*clients.ca_file));
+        }
+        check_pair("server.tls", &files, || tls::acceptor(t), &mut found);
     }
     if let Some(t) = &config.admin.tls {
         check_pair(
             "admin.tls",
-            [&t.cert_file, &t.key_file],
+            &[("cert_file", &t.cert_file), ("key_file", &t.key_file)],
             || tls::admin_acceptor(t),
             &mut found,
         );
@@ -75,15 +74,16 @@ struct Found {
     warnings: Vec<ConfigError>,
 }
 
-/// One certificate and key pair under `section` (`server.tls`, `admin.tls`).
+/// One certificate and key pair under `section` (`server.tls`, `admin.tls`), with the other
+/// files its acceptor reads (`client_auth.ca_file`), each under its key.
 fn check_pair(
     section: &str,
-    [cert_file, key_file]: [&Path; 2],
+    files: &[(&str, &Path)],
     load: impl FnOnce() -> Result<tokio_rustls::TlsAcceptor, TlsError>,
     found: &mut Found,
 ) {
     let mut all_there = true;
-    for (key, file) in [("cert_file", cert_file), ("key_file", key_file)] {
+    for &(key, file) in files {
         if !file.exists() {
             all_there = false;
             found.warnings.push(ConfigError {
@@ -104,6 +104,7 @@ fn check_pair(
             | TlsError::NoCertificate(_)
             | TlsError::Config(rustls::Error::InvalidCertificate(_)) => ".cert_file",
             TlsError::Key { .. } => ".key_file",
+            TlsError::ClientCa { .. } => ".client_auth.ca_file",
             TlsError::Config(_) => "",
         };
         found.errors.push(ConfigError {

@@ -52,6 +52,8 @@ pub fn explain(
         let conn = ConnInfo {
             peer: EXPLAINED_PEER,
             tls,
+            // The explainer presents no client certificate: an mTLS-bound token is refused.
+            client_cert: None,
         };
         out.push_str(&explain_request(&gateway, conn, parts).await.render());
         Ok::<_, CliError>(out)
@@ -76,7 +78,8 @@ fn parse_request(text: &str) -> Result<(Method, Uri), CliError> {
 }
 
 /// The head an HTTP/1.1 client would send for `uri`: origin-form target, `Host` from the URL,
-/// the token as `Authorization: Bearer`, then the `--header` lines as given.
+/// the token as `Authorization: Bearer` (`DPoP` when a `DPoP` header is given), then the
+/// `--header` lines as given.
 fn request_head(
     method: Method,
     uri: Uri,
@@ -96,7 +99,13 @@ fn request_head(
         .map_err(|_| CliError::Usage("the request URL's host is not a header value".into()))?;
     builder = builder.header(HOST, host);
     if let Some(t) = token {
-        let value = HeaderValue::from_str(&format!("Bearer {t}"))
+        // With a `--header 'DPoP: <proof>'` the token goes as a DPoP-bound one (RFC 9449 7.1).
+        let dpop = extra_headers.iter().any(|line| {
+            line.split_once(':')
+                .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("dpop"))
+        });
+        let scheme = if dpop { "DPoP" } else { "Bearer" };
+        let value = HeaderValue::from_str(&format!("{scheme} {t}"))
             .map_err(|_| CliError::Usage("--token is not a valid header value".into()))?;
         builder = builder.header(AUTHORIZATION, value);
     }

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 pub use compile::compile_str;
 pub use duration::parse_duration;
 
-use crate::algorithm::Algorithm;
+use crate::algorithm::{Algorithm, AlgorithmSet};
 use crate::claims::ClaimPath;
 pub use crate::path::PathPolicy;
 use crate::rules::Requirement;
@@ -180,6 +180,57 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub hsts_max_age: Option<Duration>,
+    /// Client certificates (`tls.client_auth`), for mTLS-bound tokens (RFC 8705).
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `server.tls.client_auth`: which client certificates the listener asks for and trusts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub mode: ClientAuthMode,
+    /// PEM roots a client certificate must chain to; re-read with the server certificate.
+    pub ca_file: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// A client may present a certificate (verified if it does) or none.
+    #[default]
+    Optional,
+    /// A handshake without a verified client certificate fails.
+    Required,
+}
+
+/// A provider's `dpop:` section: its tokens may be bound to a client key (RFC 9449).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpopConfig {
+    /// How old a proof's `iat` may be (plus `clock_skew`); also how long its `jti` is remembered.
+    pub max_age: Duration,
+    pub replay: ReplayStore,
+    /// The algorithms a proof may be signed with: the provider's asymmetric ones.
+    pub algorithms: AlgorithmSet,
+}
+
+/// Where the `jti`s of accepted proofs are remembered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplayStore {
+    /// In this instance, bounded.
+    #[default]
+    Memory,
+    /// In the revocation Redis, shared by the fleet at once.
+    Redis,
+}
+
+/// `routes[].auth.require_binding`: which sender-constrained tokens a route insists on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RequireBinding {
+    /// Bound tokens are checked when they come; unbound ones pass too.
+    #[default]
+    None,
+    Dpop,
+    Mtls,
+    /// DPoP or mTLS, either will do.
+    Any,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,6 +348,8 @@ pub struct ProviderConfig {
     pub require_typ: Option<String>,
     pub jwks: JwksSettings,
     pub allow_insecure_jwks_http: bool,
+    /// DPoP-bound tokens of this provider are accepted (with a proof) only with this section.
+    pub dpop: Option<DpopConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -379,6 +432,7 @@ pub struct ProtectedAuth {
     pub providers: Vec<usize>,
     pub audience: Option<String>,
     pub require: Vec<Requirement>,
+    pub require_binding: RequireBinding,
     /// `auth.optional`: a request without a token passes anonymously.
     pub optional: bool,
     /// Where the token may come from (`auth.token_from`); at most one may be present.

@@ -182,6 +182,7 @@ fn rewire(
             cert_file,
             key_file,
             hsts_max_age,
+            client_auth: None,
         });
     }
     Ok(())

@@ -8,7 +8,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 
-use super::pipeline::RequestView;
 use crate::config::{AllowedOrigins, CorsConfig};
 
 const ANY: HeaderValue = HeaderValue::from_static("*");
@@ -17,11 +16,11 @@ const ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 
 /// The method a CORS preflight asks about: `OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method` (Fetch standard, "CORS-preflight request").
-pub fn preflight_method(view: &RequestView<'_>) -> Option<Method> {
-    if view.method != Method::OPTIONS || !view.headers.contains_key(header::ORIGIN) {
+pub fn preflight_method(method: &Method, headers: &HeaderMap) -> Option<Method> {
+    if method != Method::OPTIONS || !headers.contains_key(header::ORIGIN) {
         return None;
     }
-    let asked = view.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    let asked = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
     Method::from_bytes(asked.as_bytes()).ok()
 }
 

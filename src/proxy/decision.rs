@@ -31,6 +31,7 @@ use super::pipeline::{
 use crate::denial::{BadRequest, Denial};
 use crate::gateway::Gateway;
 use crate::grpc;
+use crate::snapshot::Snapshot;
 
 /// Envoy's gRPC `ext_authz` method.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -316,7 +317,7 @@ impl Authorization for Check {
             Err(denial) => {
                 ctx.refused(denial);
                 record(&ctx, denial.status().as_u16());
-                denied(denial, &request_id)
+                denied(denial, &request_id, &snapshot)
             }
         };
         Ok(tonic::Response::new(answer))
@@ -336,8 +337,11 @@ fn overwrite(name: &HeaderName, value: &HeaderValue) -> HeaderValueOption {
 }
 
 /// The proxy mode's answer, as Envoy relays it to the client.
-fn denied(denial: Denial, request_id: &HeaderValue) -> CheckResponse {
-    let rendered = denial.to_response(http::Version::HTTP_11);
+fn denied(denial: Denial, request_id: &HeaderValue, snapshot: &Snapshot) -> CheckResponse {
+    let mut rendered = denial.to_response(http::Version::HTTP_11);
+    if let Some(challenges) = &snapshot.metadata_challenges {
+        challenges.stamp(rendered.headers_mut());
+    }
     let mut headers: Vec<HeaderValueOption> = rendered
         .headers()
         .iter()

@@ -52,6 +52,10 @@ static SPOOFABLE_UNLESS_TRUSTED: [HeaderName; 11] = [
     HeaderName::from_static("x-original-host"),
 ];
 
+/// The DPoP proof (RFC 9449): addressed to the gateway, which checks it and uses up its `jti`.
+/// No upstream gets it, so none can present it anywhere else within its window.
+pub static DPOP: HeaderName = HeaderName::from_static("dpop");
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -122,6 +126,7 @@ pub fn strip_spoofable(headers: &mut HeaderMap, injected: &[HeaderName], from_tr
         .keys()
         .filter(|name| {
             injected.contains(name)
+                || *name == DPOP
                 || SPOOFABLE_ALWAYS.contains(name)
                 || (!from_trusted && SPOOFABLE_UNLESS_TRUSTED.contains(name))
         })
@@ -173,6 +178,7 @@ pub fn owned_names() -> impl Iterator<Item = &'static HeaderName> {
             &X_REQUEST_ID,
             &crate::trace::TRACEPARENT,
             &crate::trace::TRACESTATE,
+            &DPOP,
         ])
 }
 

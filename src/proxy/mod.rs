@@ -9,3 +9,4 @@ pub(crate) mod headers;
 pub mod host;
 pub mod pipeline;
 pub(crate) mod shape;
+pub(crate) mod target;

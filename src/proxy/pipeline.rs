@@ -15,7 +15,9 @@
 //!    signature check on it.
 //! 7. **authenticate**: bearer → cache → decode → keys → signature → claims; then the route's
 //!    audience and revocation, which are checked after the cache so that a token revoked while
-//!    cached is still refused.
+//!    cached is still refused; then the token's **binding** (DPoP proof, client certificate) and
+//!    the route's `require_binding`, after the cache too, so a cached token still needs a fresh
+//!    proof on every request.
 //! 8. **authorize**: the route's claim rules (403, never 401, for a valid token lacking a role).
 //! 9. **claims**: the claim headers are rendered, so a value that cannot travel faithfully denies
 //!    instead of being altered.
@@ -25,7 +27,9 @@
 //! headers go on every route, anonymous ones included) and forwards it, streaming both ways; the
 //! explainer prints it. The stages read the request and never change it, count nothing and
 //! remember nothing about the client: `handle` records the decision, the throttle's failure count
-//! and the metrics, so a front that only explains leaves no trace.
+//! and the metrics, so a front that only explains leaves no trace. The one exception is a DPoP
+//! proof's `jti`, which the binding stage must remember in the same step that finds it new (two
+//! requests racing with one proof must not both pass); a narrated context only looks.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -47,8 +51,11 @@ use super::cors;
 use super::headers::{self, X_REQUEST_ID};
 use super::host::{parse_host, RequestHost};
 use super::shape::check_shape;
-use crate::auth::bearer::{self, Credential};
+use super::target::ClientUri;
+use crate::auth::bearer::{self, Credential, Scheme};
+use crate::auth::binding::{self, check_binding, BindingFault, CertThumbprint, Proven};
 use crate::auth::cache::CachedToken;
+use crate::auth::replay::Mode;
 use crate::auth::revocation::Revocations;
 use crate::auth::throttle::client_ip;
 use crate::auth::token::unix_now;
@@ -84,6 +91,9 @@ pub enum Front {
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The client certificate the TLS handshake verified (`server.tls.client_auth`), for
+    /// mTLS-bound tokens.
+    pub client_cert: Option<CertThumbprint>,
 }
 
 /// The head of a request as a front presents it to the stages; never its body.
@@ -394,7 +404,7 @@ pub async fn judge(
     let host_name = host.as_ref().map_or("", RequestHost::name);
     // A preflight is routed by the method it asks about; on a route without `cors` it is
     // an `OPTIONS` request like any other.
-    let preflight = cors::preflight_method(&view);
+    let preflight = cors::preflight_method(view.method, view.headers);
     let matched = match &preflight {
         Some(asked) => match snapshot.routes.match_route(host_name, asked, &path) {
             Ok(i) if snapshot.routes.routes()[i].config.cors.is_some() => Ok(i),
@@ -520,21 +530,17 @@ async fn admit(
         server.limits.max_token_bytes,
     )
     .await;
-    if let Some(trace) = &mut ctx.trace {
-        let (cache, reason) = match &authenticated {
-            Ok((_, cache)) => (Some(*cache), Reason::Ok),
-            Err(denial) => (None, denial.auth_reason().unwrap_or(Reason::Malformed)),
-        };
-        trace.authenticated(since, cache, reason);
-    }
-    let entry = match authenticated {
-        Ok((entry, _)) => entry,
+    let cache = authenticated.as_ref().ok().map(|&(_, _, cache)| cache);
+    let (entry, credential) = match authenticated {
+        Ok((entry, credential, _)) => (entry, credential),
         // Another scheme's `Authorization` (`Basic`) is no bearer token either.
         Err(Denial::NoToken) if auth.optional => {
+            trace_authenticated(ctx, since, None, Some(Denial::NoToken));
             ctx.narrate(|| "[pass] optional auth: no bearer token, admitted anonymously".into());
             return Ok(None);
         }
         Err(denial) => {
+            trace_authenticated(ctx, since, None, Some(denial));
             ctx.narrate(|| match denial.auth_reason() {
                 Some(reason) => format!("[FAIL] authenticate: {}", reason.as_str()),
                 None => format!("[FAIL] authenticate: {}", denial.text().error),
@@ -548,12 +554,30 @@ async fn admit(
             entry.provider.config.name
         )
     });
+    // The span covers the binding too: a token is only authenticated once its sender is.
+    let bound = bind(gateway, ctx, auth, view, &entry, credential).await;
+    trace_authenticated(ctx, since, cache, bound.as_ref().err().copied());
+    bound?;
     if let Some(unmet) = rules::first_unmet(&auth.require, &entry.claims.claims) {
         ctx.narrate(|| format!("[FAIL] authorize: require[{unmet}] does not hold"));
         return Err(Denial::Forbidden);
     }
     ctx.narrate(|| format!("[pass] authorize: {} rule(s) hold", auth.require.len()));
     Ok(Some(entry))
+}
+
+/// Ends the trace's `authenticate` span begun at `since`: the token cache's outcome, and the
+/// reason `denial` carries (none: `ok`).
+fn trace_authenticated(
+    ctx: &mut RequestCtx,
+    since: Option<Instant>,
+    cache: Option<CacheOutcome>,
+    denial: Option<Denial>,
+) {
+    if let Some(trace) = &mut ctx.trace {
+        let reason = denial.map_or(Reason::Ok, |d| d.auth_reason().unwrap_or(Reason::Malformed));
+        trace.authenticated(since, cache, reason);
+    }
 }
 
 /// Counts the stages' verdict: the decision for `finish`, and a client-caused failure for the
@@ -583,11 +607,14 @@ pub fn record_decision(
     }
 }
 
-/// Failures the client caused: a bad or missing credential, not an IdP outage.
+/// Failures the client caused: a bad or missing credential, not an IdP or Redis outage.
 fn counts_as_failure(denial: Denial) -> bool {
     matches!(
         denial,
-        Denial::BadAuthorization | Denial::NoToken | Denial::InvalidToken(_)
+        Denial::BadAuthorization
+            | Denial::NoToken
+            | Denial::InvalidToken(_)
+            | Denial::InvalidDpopProof(_)
     )
 }
 
@@ -646,22 +673,24 @@ fn declared_body_len(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Who sent the request: a verified token, valid for this route's audience and not revoked.
-async fn authenticate(
+/// Who sent the request: a verified token, valid for this route's audience and not revoked,
+/// with the `Authorization` credential it came in (its scheme and bytes, for the binding stage);
+/// `None` for a token from a cookie or query parameter, which is a bearer token.
+async fn authenticate<'h>(
     gateway: &Gateway,
     route: &Route,
     auth: &ProtectedAuth,
-    headers: &HeaderMap,
+    headers: &'h HeaderMap,
     presented: Result<Presented<'_>, Ambiguity>,
     max_token_bytes: usize,
-) -> Result<(Arc<CachedToken>, CacheOutcome), Denial> {
+) -> Result<(Arc<CachedToken>, Option<Credential<'h>>, CacheOutcome), Denial> {
     let outside_header = matches!(presented, Ok(Presented::Value(_)));
     let value;
-    let credential = match presented {
+    let (credential, from_header) = match presented {
         Err(_) => return Err(Denial::SeveralTokens),
         Ok(Presented::Absent) => return Err(Denial::NoToken),
         Ok(Presented::Header) => match bearer::credential(headers, max_token_bytes) {
-            Ok(Some(credential)) => credential,
+            Ok(Some(credential)) => (credential, Some(credential)),
             Ok(None) => return Err(Denial::NoToken),
             Err(_) => return Err(Denial::BadAuthorization),
         },
@@ -671,7 +700,7 @@ async fn authenticate(
         }
         Ok(Presented::Value(v)) => {
             value = v;
-            Credential::from_token(&value)
+            (Credential::from_token(&value), None)
         }
     };
     let verdict = verify::verify_token(&credential, &route.providers, &gateway.cache).await;
@@ -685,7 +714,7 @@ async fn authenticate(
             if gateway.revocations.is_revoked(&entry.claims) {
                 return Err(Denial::InvalidToken(Reason::Revoked));
             }
-            Ok((entry, cache))
+            Ok((entry, from_header, cache))
         }
         Err(Unverified::Credential(_)) if outside_header => {
             Err(Denial::InvalidToken(Reason::Malformed))
@@ -701,6 +730,78 @@ async fn authenticate(
             Err(Denial::KeysUnavailable { retry_after_secs })
         }
         Err(Unverified::Token(reason)) => Err(Denial::InvalidToken(reason)),
+    }
+}
+
+/// The binding stage: what the token is bound to (`cnf`), proven by this very request, and the
+/// route's `require_binding` (see `auth::binding`). `htu` is compared with the scheme and host
+/// the client used, worked out only when a proof is there to compare. `credential`: the
+/// `Authorization` one, `None` for a token from a cookie or query parameter (a bearer token).
+async fn bind(
+    gateway: &Gateway,
+    ctx: &mut RequestCtx,
+    auth: &ProtectedAuth,
+    view: &RequestView<'_>,
+    entry: &CachedToken,
+    credential: Option<Credential<'_>>,
+) -> Result<Proven, Denial> {
+    let snapshot = ctx.snapshot.clone();
+    let server = &snapshot.config.server;
+    let from_trusted = ctx
+        .trusted_proxies()
+        .iter()
+        .any(|net| net.contains(&ctx.conn.peer.ip()));
+    let (tls, host, path) = (ctx.conn.tls, ctx.host.as_ref(), ctx.path.as_deref());
+    let htu = |htu: &str| {
+        let path = path.unwrap_or("/");
+        ClientUri::new(view.headers, tls, from_trusted, host, path, server.path).matches(htu)
+    };
+    let presented = binding::Presented {
+        scheme: credential.map_or(Scheme::Bearer, |c| c.scheme()),
+        token: credential.map_or(&[][..], |c| c.bytes()),
+        proofs: view.headers.get_all(&headers::DPOP),
+        method: view.method,
+        htu: &htu,
+        client_cert: ctx.conn.client_cert,
+        max_proof_bytes: server.limits.max_token_bytes,
+        replay: match ctx.narration {
+            Some(_) => Mode::LookOnly,
+            None => Mode::Record,
+        },
+    };
+    let checked = check_binding(
+        entry,
+        &presented,
+        auth.require_binding,
+        &gateway.replay,
+        &gateway.revocations,
+    )
+    .await;
+    match checked {
+        Ok(proven) => {
+            ctx.narrate(|| format!("[pass] binding: {}", proven.describe()));
+            Ok(proven)
+        }
+        Err(fault) => {
+            ctx.narrate(|| match fault {
+                BindingFault::Token(why) => format!("[FAIL] binding: {why}"),
+                BindingFault::Proof(why) => format!("[FAIL] DPoP proof: {}", why.as_str()),
+                BindingFault::Replay(why) => format!("[FAIL] DPoP proof: {why}"),
+            });
+            Err(match fault {
+                BindingFault::Token(_) => Denial::InvalidToken(Reason::Binding),
+                BindingFault::Proof(_) => Denial::InvalidDpopProof(
+                    entry
+                        .provider
+                        .config
+                        .dpop
+                        .as_ref()
+                        .map(|d| d.algorithms)
+                        .unwrap_or_default(),
+                ),
+                BindingFault::Replay(_) => Denial::ReplayUnavailable,
+            })
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use crate::server::io::ConnIo;
 use crate::server::preface::{read_preface, Prefixed};
 use crate::server::slots::{Caps, ConnectionSlots, Slot};
 use crate::snapshot::Snapshot;
+use crate::tls;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -234,19 +235,33 @@ fn serve_public(
                             }
                             Err(_) => return None,
                         };
-                    first_bytes(stream, deadline).await
+                    let client_cert = tls::client_thumbprint(stream.get_ref().1);
+                    first_bytes(stream, deadline)
+                        .await
+                        .map(|stream| (stream, client_cert))
                 };
-                let Some(Some(stream)) = unless_draining(&drain, opened).await else {
+                let Some(Some((stream, client_cert))) = unless_draining(&drain, opened).await
+                else {
                     return;
                 };
-                serve_front(public, stream, ConnInfo { peer, tls: true }, front).await;
+                let conn = ConnInfo {
+                    peer,
+                    tls: true,
+                    client_cert,
+                };
+                serve_front(public, stream, conn, front).await;
             }
             None => {
                 let opened = first_bytes(stream, deadline);
                 let Some(Some(stream)) = unless_draining(&drain, opened).await else {
                     return;
                 };
-                serve_front(public, stream, ConnInfo { peer, tls: false }, front).await;
+                let conn = ConnInfo {
+                    peer,
+                    tls: false,
+                    client_cert: None,
+                };
+                serve_front(public, stream, conn, front).await;
             }
         }
     });

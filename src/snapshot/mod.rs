@@ -92,6 +92,10 @@ pub fn build(
             Route::new(rc.clone(), trusted, metrics.route(&rc.name))
         })
         .collect();
+    // Each provider's DPoP challenge names its algorithms: rendered here, once, not on a refusal.
+    for dpop in config.providers.iter().filter_map(|p| p.dpop.as_ref()) {
+        crate::denial::dpop_text(dpop.algorithms);
+    }
     let mut injected_headers: Vec<HeaderName> = Vec::new();
     for route in &config.routes {
         // An assertion header is the gateway's to set: a client's is removed on every route.

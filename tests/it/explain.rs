@@ -158,8 +158,16 @@ async fn explainer_and_proxy_decide_alike() {
     let mut failures = Vec::new();
     for (row, want) in rows.iter().zip(want) {
         // The explainer first: it must leave no state behind that changes the proxy's answer.
-        let explained =
-            explain_request(&gw.gateway, ConnInfo { peer, tls: false }, row.parts()).await;
+        let explained = explain_request(
+            &gw.gateway,
+            ConnInfo {
+                peer,
+                tls: false,
+                client_cert: None,
+            },
+            row.parts(),
+        )
+        .await;
         let before = upstream.requests();
         let proxied = raw(gw.addr, row.wire()).await;
         let reached = upstream.requests() > before;

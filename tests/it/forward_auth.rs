@@ -288,6 +288,11 @@ struct Front {
 
 impl Front {
     async fn start() -> Front {
+        Front::start_with(shape).await
+    }
+
+    /// nginx in front of a gateway of `shape` instead of the default one.
+    async fn start_with(shape: fn(&Issuer, &Upstream) -> Config) -> Front {
         let rig = Rig::start(shape).await;
         let tap = Tap::start(decision_addr(&rig)).await;
         let (decisions, app) = (tap.addr, rig.upstream.addr);
@@ -1184,5 +1189,104 @@ async fn decisions_are_counted_by_route_as_in_proxy_mode() {
         rig.upstream.requests(),
         1,
         "only the proxied request went upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_name_the_resource_metadata_in_their_challenges_as_proxy_mode_does() {
+    let rig = Rig::start(|i, u| {
+        shape(i, u).server(server().limits("max_body_bytes: 1000").line(
+            "resource_metadata: { resource: \"https://api.example.com\", \
+             authorization_servers: [\"https://idp.example.com\"] }",
+        ))
+    })
+    .await;
+    let want = format!(
+        "Bearer realm=\"jwt-gateway\", resource_metadata=\"{}\"",
+        "https://api.example.com/.well-known/oauth-protected-resource"
+    );
+    let proxied = proxied(&rig, "/api/x", None).await;
+    assert_eq!(proxied.header("www-authenticate"), Some(want.as_str()));
+    let r = decide(&rig, Wire::H1, "/traefik", &traefik_headers("/api/x", None)).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("www-authenticate"), Some(want.as_str()));
+    let r = check(&rig, check_request("/api/x", &[])).await;
+    let headers = options(&denied_response(&r).headers);
+    assert_eq!(
+        headers.get("www-authenticate").map(String::as_str),
+        Some(want.as_str()),
+        "{r:?}"
+    );
+    assert_eq!(rig.upstream.requests(), 0);
+}
+
+/// DPoP through nginx running the shipped snippet: the decision checks the proof against the URI
+/// the client used (scheme from the snippet's `X-Forwarded-Proto`), nginx relays the `DPoP`
+/// challenge of a replayed proof, and the snippet keeps the proof from the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_passes_dpop_proofs_to_the_decision_and_never_to_the_app() {
+    use crate::binding::{bound_token, PyClient};
+    fn dpop_shape(issuer: &Issuer, upstream: &Upstream) -> Config {
+        shape(issuer, upstream).edit_provider("test", |p| {
+            p.algorithms("ES256, EdDSA")
+                .line("dpop: { max_age: 60s, replay: memory }")
+        })
+    }
+    let front = Front::start_with(dpop_shape).await;
+    let rig = &front.rig;
+    let py = PyClient::start();
+    let key = py.key("ES256");
+    let token = bound_token(rig, json!({"jkt": key.jkt}));
+    let auth = format!("DPoP {token}");
+    let htu = "http://api.example.com/api/orders";
+    let proof = py.proof(&key, "GET", htu, &token, json!({}));
+    let send = |proof: String| {
+        let headers = [
+            ("Authorization".to_string(), auth.clone()),
+            ("DPoP".to_string(), proof),
+        ];
+        let front = &front;
+        async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            front.send("GET", "/api/orders?page=2", &headers, b"").await
+        }
+    };
+    let r = send(proof.clone()).await;
+    assert_eq!(r.status, 200, "{r:?}\n{}", front.nginx.logs());
+    let decision = String::from_utf8_lossy(&front.tap.take()).to_lowercase();
+    assert!(
+        decision.contains("\r\ndpop: "),
+        "the decision got the proof: {decision}"
+    );
+    assert_eq!(rig.upstream.requests(), 1);
+    let seen = rig.upstream.last().expect("seen upstream");
+    assert_eq!(seen.headers["x-auth-subject"], "alice");
+    assert!(
+        seen.headers.get("dpop").is_none(),
+        "the app got the proof: {seen:?}"
+    );
+
+    let r = send(proof.clone()).await;
+    assert_eq!(r.status, 401, "replayed: {r:?}");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(r#"DPoP error="invalid_dpop_proof", algs="ES256 EdDSA""#),
+        "{r:?}"
+    );
+    let https = py.proof(
+        &key,
+        "GET",
+        "https://api.example.com/api/orders",
+        &token,
+        json!({}),
+    );
+    assert_eq!(send(https).await.status, 401, "the client used http");
+    assert_eq!(
+        rig.upstream.requests(),
+        1,
+        "no refused request reached the app"
     );
 }

@@ -406,6 +406,15 @@ impl Revocations {
         Ok(true)
     }
 
+    /// The fleet's shared store, for other state a fleet must share at once (the DPoP replay
+    /// cache); `None` for the embedded backend.
+    pub(crate) fn shared_store(&self) -> Option<&redis::RedisBackend> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => Some(r),
+        }
+    }
+
     /// Whether the shared store is reachable (`None` for the embedded backend).
     pub fn connected(&self) -> Option<bool> {
         match &self.backend {

@@ -5,7 +5,7 @@
 //! never dropped by an outage. Removals leave a tombstone so a resync does not resurrect them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -21,6 +21,10 @@ const TOMBSTONES: &str = "jwt-gateway:revocations:removed";
 const CHANNEL: &str = "jwt-gateway:revocations:events";
 /// An admin call waits at most this long for Redis before answering 503.
 const TIMEOUT: Duration = Duration::from_secs(1);
+/// After Redis failed a DPoP replay lookup, lookups fail at once for this long instead of each
+/// trying (and waiting `TIMEOUT` for) a connection of its own: an outage costs a request no more
+/// than its refusal. The sync session reconnects on a similar rhythm (`RECONNECT_AFTER`).
+const REPLAY_RETRY_AFTER: Duration = Duration::from_millis(300);
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 const RECONNECT_AFTER: Duration = Duration::from_millis(300);
 
@@ -28,6 +32,9 @@ pub struct RedisBackend {
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     connected: AtomicBool,
+    /// When a DPoP replay lookup last failed, in milliseconds since `created` (0: never).
+    replay_failed_at: AtomicU64,
+    created: tokio::time::Instant,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> RevocationError {
@@ -41,6 +48,8 @@ impl RedisBackend {
             client,
             conn: tokio::sync::Mutex::new(None),
             connected: AtomicBool::new(false),
+            replay_failed_at: AtomicU64::new(0),
+            created: tokio::time::Instant::now(),
         })
     }
 
@@ -103,6 +112,78 @@ impl RedisBackend {
             return Err(unavailable(e));
         }
         Ok(())
+    }
+
+    /// Sets `key` to expire after `ttl` unless it exists: `Ok(true)` when this call set it. One
+    /// `SET NX PX`, atomic in Redis, so two instances can never both take a key for new.
+    pub async fn set_once(&self, key: &str, ttl: Duration) -> Result<bool, RevocationError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let set: Option<String> = self.replay_query(&cmd).await?;
+        Ok(set.is_some())
+    }
+
+    /// Whether `key` exists (for a look that must not take it).
+    pub async fn exists(&self, key: &str) -> Result<bool, RevocationError> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(key);
+        let n: u64 = self.replay_query(&cmd).await?;
+        Ok(n > 0)
+    }
+
+    /// Runs a replay-cache command on the shared connection, failing at once within
+    /// `REPLAY_RETRY_AFTER` of the last failure; a failure drops the connection for the next
+    /// caller to reconnect, as an admin write does, but leaves the sync session's state alone.
+    async fn replay_query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RevocationError> {
+        let backoff = || -> Result<(), RevocationError> {
+            let failed_at = self.replay_failed_at.load(Ordering::Relaxed);
+            let now = self.created.elapsed().as_millis() as u64;
+            if failed_at != 0
+                && now.saturating_sub(failed_at) < REPLAY_RETRY_AFTER.as_millis() as u64
+            {
+                return Err(unavailable("failed moments ago"));
+            }
+            Ok(())
+        };
+        backoff()?;
+        let connected = {
+            let mut slot = self.conn.lock().await;
+            // Requests that queued behind a failed connect give up with it.
+            backoff()?;
+            match slot.as_ref() {
+                Some(conn) => Ok(conn.clone()),
+                None => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(TIMEOUT))
+                        .set_response_timeout(Some(TIMEOUT));
+                    let conn = self
+                        .client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await;
+                    if let Ok(conn) = &conn {
+                        *slot = Some(conn.clone());
+                    }
+                    conn
+                }
+            }
+        };
+        let result = match connected {
+            Ok(mut conn) => cmd.query_async(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let now = self.created.elapsed().as_millis() as u64;
+            self.replay_failed_at.store(now.max(1), Ordering::Relaxed);
+            *self.conn.lock().await = None;
+        }
+        result.map_err(unavailable)
     }
 
     pub async fn run(&self, owner: &Revocations, cancel: CancellationToken) {

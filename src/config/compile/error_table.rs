@@ -752,6 +752,62 @@ const ERRORS: &[Case] = &[
         &["admin.tls: {cert_file: admin.crt}"],
         &["admin.tls.key_file: is required"],
     ),
+    // compile/binding.rs: sender-constrained tokens.
+    (
+        "binding: client_auth mode",
+        &["server.tls.client_auth: {mode: always, ca_file: clients-ca.pem}"],
+        &["server.tls.client_auth.mode: \"always\" is not one of optional, required"],
+    ),
+    (
+        "yaml: required",
+        &["server.tls.client_auth: {mode: required}"],
+        &["server.tls.client_auth.ca_file: is required"],
+    ),
+    (
+        "binding: dpop max_age",
+        &["providers[0].dpop: {max_age: 1h}"],
+        &["providers[0].dpop.max_age: must be between 1s and 10m: a proof stays usable, and its jti remembered, this long"],
+    ),
+    (
+        "binding: dpop replay",
+        &["providers[0].dpop: {replay: disk}"],
+        &["providers[0].dpop.replay: \"disk\" is not one of memory, redis"],
+    ),
+    (
+        "binding: dpop without an asymmetric algorithm",
+        &[
+            "providers[0].algorithms: [HS256]",
+            "providers[0].shared_secret_env: JWTGW_ERROR_TABLE_LONG",
+            "-providers[0].jwks_url",
+            "providers[0].dpop: {}",
+        ],
+        &["providers[0].dpop: needs an RS/PS/ES/EdDSA algorithm in algorithms: a proof is signed with the client's own key pair"],
+    ),
+    (
+        "binding: require_binding value",
+        &["routes[0].auth: {providers: [corp], require_binding: always}"],
+        &["routes[0].auth.require_binding: \"always\" is not one of none, dpop, mtls, any"],
+    ),
+    (
+        "binding: dpop route without a dpop provider",
+        &["routes[0].auth: {providers: [corp], require_binding: dpop}"],
+        &["routes[0].auth.require_binding: dpop: provider \"corp\" of this route has no dpop section, so none of its tokens could pass"],
+    ),
+    (
+        "binding: mtls route without client_auth",
+        &["routes[0].auth: {providers: [corp], require_binding: mtls}"],
+        &["routes[0].auth.require_binding: mtls needs server.tls.client_auth: without client certificates no token could pass"],
+    ),
+    (
+        "binding: any route with nothing to prove",
+        &["routes[0].auth: {providers: [corp], require_binding: any}"],
+        &["routes[0].auth.require_binding: any needs server.tls.client_auth or a provider of this route with a dpop section"],
+    ),
+    (
+        "binding: redis replay without the revocation store",
+        &["providers[0].dpop: {replay: redis}"],
+        &["providers[0].dpop.replay: redis shares the revocation store: set revocation.backend: redis and its redis_url"],
+    ),
     // yaml.rs: the walker, whatever the key.
     (
         "yaml: not YAML",
@@ -984,6 +1040,11 @@ const SOURCES: &[(&str, &str, &str)] = &[
         "assertion",
         "src/config/compile/assertion.rs",
         include_str!("assertion.rs"),
+    ),
+    (
+        "binding",
+        "src/config/compile/binding.rs",
+        include_str!("binding.rs"),
     ),
     ("yaml", "src/config/yaml.rs", include_str!("../yaml.rs")),
     (

@@ -2,6 +2,7 @@
 //! file per section; this one walks the top level and holds what several sections share.
 
 mod assertion;
+mod binding;
 mod browser;
 #[cfg(test)]
 mod error_table;
@@ -70,8 +71,18 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
     let assertion =
         assertion::assertion(&mut root.child("assertion", &mut errors), base, &mut errors);
     root.end(&mut errors);
-    if errors.0.is_empty() {
+    let clean = errors.0.is_empty();
+    if clean {
         assertion::check_key_present(&routes, assertion.as_ref(), &mut errors);
+    }
+    if let (true, Some(server)) = (clean, &server) {
+        binding::check_sections(
+            server,
+            &providers.compiled,
+            &routes,
+            &revocation,
+            &mut errors,
+        );
     }
 
     if !errors.0.is_empty() {

@@ -180,6 +180,7 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
     };
     let require_typ = f.string("require_typ", errors);
     let jwks = jwks_settings(&mut f.child("jwks", errors), errors);
+    let dpop = super::binding::dpop(&mut f.child("dpop", errors), &algorithms, errors);
     f.end(errors);
     if errors.0.len() > before {
         return None;
@@ -196,6 +197,7 @@ fn provider(f: &mut Fields, errors: &mut Errors) -> Option<ProviderConfig> {
         require_typ,
         jwks,
         allow_insecure_jwks_http: allow_insecure,
+        dpop,
     })
 }
 

@@ -34,6 +34,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "cookie",
     "traceparent",
     "tracestate",
+    "dpop",
 ];
 /// `decisions_only_allowed`: a `forward_auth` section exists, so a route may omit `upstream`.
 pub(super) fn routes(
@@ -423,6 +424,7 @@ fn protected_auth(
             .collect(),
         None => Vec::new(),
     };
+    let require_binding = super::binding::require_binding(f, errors);
     let optional_path = f.path_of("optional");
     let optional = f.bool("optional", errors).unwrap_or(false);
     if optional && !require.is_empty() {
@@ -437,6 +439,7 @@ fn protected_auth(
         providers: chosen,
         audience,
         require,
+        require_binding,
         optional,
         token_from,
     })

@@ -19,12 +19,15 @@ pub(super) fn server(
         let cert = tls_fields.required_string("cert_file", errors);
         let key = tls_fields.required_string("key_file", errors);
         let hsts_max_age = tls_fields.duration("hsts_max_age", errors);
+        let client_auth =
+            super::binding::client_auth(&mut tls_fields.child("client_auth", errors), base, errors);
         tls_fields.end(errors);
         match (cert, key) {
             (Some(cert), Some(key)) => Some(TlsConfig {
                 cert_file: base.join(cert),
                 key_file: base.join(key),
                 hsts_max_age,
+                client_auth,
             }),
             _ => None,
         }

@@ -18,15 +18,15 @@ use tokio::net::TcpListener;
 
 use super::keys::SigningKey;
 
-type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-fn full(body: impl Into<Bytes>) -> BoxBody {
+pub fn full(body: impl Into<Bytes>) -> BoxBody {
     Full::new(body.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
-async fn serve_http1<F, Fut>(listener: TcpListener, handler: F)
+pub async fn serve_http1<F, Fut>(listener: TcpListener, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<BoxBody>> + Send + 'static,

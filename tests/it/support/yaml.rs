@@ -66,6 +66,21 @@ impl Server {
         s
     }
 
+    /// TLS with the test certificate, asking clients for certificates that chain to `ca_file`
+    /// (`mode`: `optional` or `required`).
+    pub fn client_auth(self, mode: &str, ca_file: &std::path::Path) -> Server {
+        let mut s = if self.tls.is_some() { self } else { self.tls() };
+        if let Some(tls) = &mut s.tls {
+            write!(
+                tls,
+                ", client_auth: {{ mode: {mode}, ca_file: \"{}\" }}",
+                ca_file.display()
+            )
+            .expect("write to a String");
+        }
+        s
+    }
+
     /// Entries of `limits:`, e.g. `"max_body_bytes: 1000, header_read_timeout: 1s"`.
     pub fn limits(mut self, limits: &str) -> Server {
         if !limits.is_empty() {
@@ -191,6 +206,7 @@ enum Auth {
         providers: Option<String>,
         audience: Option<String>,
         require: Vec<String>,
+        require_binding: Option<String>,
         /// Other `auth` keys, as written: `optional: true`, `token_from: [..]`.
         lines: Vec<String>,
     },
@@ -239,6 +255,7 @@ pub fn protected(name: &str, prefix: &str, upstream: &str) -> Route {
         providers: Some(quoted(&["test"])),
         audience: None,
         require: Vec::new(),
+        require_binding: None,
         lines: Vec::new(),
     };
     route(name, prefix, upstream, auth)
@@ -301,6 +318,17 @@ impl Route {
     /// `auth.audience`: narrower than the provider's audiences.
     pub fn audience(mut self, audience: &str) -> Route {
         *self.protected_auth().1 = Some(audience.into());
+        self
+    }
+
+    /// `auth.require_binding`: `none`, `dpop`, `mtls` or `any`.
+    pub fn require_binding(mut self, binding: &str) -> Route {
+        match &mut self.auth {
+            Auth::Protected {
+                require_binding, ..
+            } => *require_binding = Some(binding.into()),
+            Auth::Anonymous => panic!("route {}: an anonymous route binds nothing", self.name),
+        }
         self
     }
 
@@ -373,12 +401,14 @@ impl Display for Route {
                 providers: None,
                 audience: None,
                 require,
+                require_binding: None,
                 lines,
             } if require.is_empty() && lines.is_empty() => writeln!(f, "    auth: {{}}")?,
             Auth::Protected {
                 providers,
                 audience,
                 require,
+                require_binding,
                 lines,
             } => {
                 writeln!(f, "    auth:")?;
@@ -387,6 +417,9 @@ impl Display for Route {
                 }
                 if let Some(audience) = audience {
                     writeln!(f, "      audience: {audience}")?;
+                }
+                if let Some(binding) = require_binding {
+                    writeln!(f, "      require_binding: {binding}")?;
                 }
                 if !require.is_empty() {
                     writeln!(f, "      require:")?;
