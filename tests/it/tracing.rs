@@ -280,6 +280,30 @@ async fn ratio_one_starts_sampled_traces_and_refusals_are_traced_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authenticate_span_covers_the_binding_check() {
+    let collector = Collector::start(Duration::ZERO).await;
+    let rig = Rig::start(traced(&collector.url(), "sample_ratio: 1")).await;
+    // A certificate-bound token (RFC 8705) without a client certificate: a valid token whose
+    // sender is not proven, so authentication fails at the binding stage.
+    let mut claims = rig.claims();
+    claims["cnf"] = serde_json::json!({"x5t#S256": "aUZ6A8Bx-LMcBEml4KgV5qR7tr2Gdr_w96vsyc0qPAE"});
+    let bound = rig.mint(&claims);
+    assert_eq!(get_with(&rig.gw, "/api/x", Some(&bound), &[]).await, 401);
+    assert_eq!(rig.upstream.requests(), 0);
+    let spans = collector.wait_for(2).await;
+    let auth = spans
+        .iter()
+        .find(|s| s.name == "authenticate")
+        .expect("the authenticate span");
+    assert_eq!(attr(auth, "reason").as_deref(), Some("binding"));
+    assert_eq!(
+        attr(auth, "cache").as_deref(),
+        Some("miss"),
+        "the token itself verified"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ratio_zero_and_an_unsampled_parent_export_nothing() {
     let collector = Collector::start(Duration::ZERO).await;
     let rig = Rig::start(traced(&collector.url(), "sample_ratio: 0")).await;
