@@ -118,7 +118,13 @@ async fn send(
         batch.clear();
         return;
     };
-    let body = encode(batch.drain(..));
+    // Encoding is ~1.3 µs a span, so a second's batch under load takes a millisecond or more:
+    // on the blocking pool, not on the runtime thread that serves requests (a gateway given one
+    // CPU has just that one), where it showed as a doubled p99 in bench/run.sh.
+    let spans = std::mem::take(batch);
+    let Ok(body) = tokio::task::spawn_blocking(move || encode(spans.into_iter())).await else {
+        return;
+    };
     let timeout = timeout.map_or(settings.timeout, |t| t.min(settings.timeout));
     let result = http
         .post(settings.url.clone())
