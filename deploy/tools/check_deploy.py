@@ -921,8 +921,8 @@ def fa_traefik(fails: Failures) -> None:
         for err in sorted(jsonschema.Draft7Validator(sub).iter_errors(d), key=str):
             path = ".".join(str(p) for p in err.absolute_path)
             fails.add(f"{where}: {path}: {err.message}")
-        if kind == "Middleware":
-            fa = d.get("spec", {}).get("forwardAuth", {})
+        if kind == "Middleware" and "forwardAuth" in d.get("spec", {}):
+            fa = d["spec"]["forwardAuth"]
             mws[(d["metadata"].get("namespace"), d["metadata"]["name"])] = fa
             fa_url_ok(fa.get("address", ""), "/traefik", fails, where)
             if fa.get("trustForwardHeader"):
@@ -932,11 +932,15 @@ def fa_traefik(fails: Failures) -> None:
             for h in FA_CLAIM_HEADERS:
                 if h not in fa.get("authResponseHeaders", []):
                     fails.add(f"{where}: authResponseHeaders lacks {h}")
+    defined = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in find(docs, "Middleware")}
     for d in find(docs, "IngressRoute"):
         ns = d["metadata"].get("namespace")
         for r in d["spec"].get("routes", []):
+            names = [(m.get("namespace", ns), m["name"]) for m in r.get("middlewares", [])]
+            if not any(n in mws for n in names):
+                fails.add(f"traefik.yaml IngressRoute {d['metadata']['name']}: no forwardAuth middleware")
             for m in r.get("middlewares", []):
-                if (m.get("namespace", ns), m["name"]) not in mws:
+                if (m.get("namespace", ns), m["name"]) not in defined:
                     fails.add(f"traefik.yaml IngressRoute {d['metadata']['name']}: middleware "
                               f"{m['name']} is not the Middleware defined here")
     if not mws:

@@ -128,6 +128,13 @@ fn confirmation(
         Some(Value::Object(cnf)) => cnf,
         Some(_) => return Err(malformed),
     };
+    // RFC 7800 names other methods (`jwk`, `jwe`, `kid`, `jku`); a token bound by one of them is
+    // not a bearer token, and this gateway cannot check it.
+    if cnf.keys().any(|k| k != "jkt" && k != "x5t#S256") {
+        return Err(BindingFault::Token(
+            "cnf names a confirmation method this gateway cannot check",
+        ));
+    }
     let member = |name: &str| match cnf.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),

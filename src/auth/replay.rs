@@ -177,7 +177,14 @@ impl MemoryReplay {
             return Ok(Claim::Fresh);
         }
         if shard.seen.len() >= self.per_shard {
-            return Err(ReplayError::Full);
+            // `order` is by insertion, not expiry (each proof's window depends on its `iat` and
+            // its provider's `max_age`): entries that expired behind a longer-lived one still
+            // count until swept here, before refusing.
+            shard.seen.retain(|_, expiry| *expiry > now);
+            shard.order.retain(|(expiry, _)| *expiry > now);
+            if shard.seen.len() >= self.per_shard {
+                return Err(ReplayError::Full);
+            }
         }
         shard.seen.insert(key, until);
         shard.order.push_back((until, key));
@@ -250,6 +257,38 @@ mod tests {
         );
         assert_eq!(
             cache.claim(key(3), 1, 5_000, Mode::LookOnly),
+            Ok(Claim::Replayed)
+        );
+    }
+
+    #[test]
+    fn expired_keys_behind_a_longer_lived_one_do_not_fill_the_cache() {
+        // Capacity one per shard; keys 0 and SHARDS land in the same shard.
+        let cache = MemoryReplay::new(SHARDS * 2);
+        let same_shard = |n: usize| {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&((n * SHARDS) as u64).to_le_bytes());
+            k
+        };
+        assert_eq!(
+            cache.claim(same_shard(0), 0, 600_000, Mode::Record),
+            Ok(Claim::Fresh)
+        );
+        assert_eq!(
+            cache.claim(same_shard(1), 0, 1_000, Mode::Record),
+            Ok(Claim::Fresh)
+        );
+        // Full at 1 s; at 2 s the short-lived key has expired behind the long-lived one.
+        assert_eq!(
+            cache.claim(same_shard(2), 500, 5_000, Mode::Record),
+            Err(ReplayError::Full)
+        );
+        assert_eq!(
+            cache.claim(same_shard(2), 2_000, 5_000, Mode::Record),
+            Ok(Claim::Fresh)
+        );
+        assert_eq!(
+            cache.claim(same_shard(0), 2_000, 5_000, Mode::Record),
             Ok(Claim::Replayed)
         );
     }

@@ -138,6 +138,9 @@ fn original_request(asker: Asker, parts: &mut Parts) -> Result<(), Denial> {
     let (method, target) = match asker {
         Asker::Nginx => {
             own_host(parts)?;
+            // nginx and Envoy name the original host in `Host`; an `X-Forwarded-Host` beside it
+            // is the client's own, which the DPoP `htu` check must not believe.
+            parts.headers.remove(&headers::X_FORWARDED_HOST);
             (
                 Some(one(&parts.headers, &X_ORIGINAL_METHOD)?),
                 one(&parts.headers, &X_ORIGINAL_URI)?,
@@ -154,6 +157,7 @@ fn original_request(asker: Asker, parts: &mut Parts) -> Result<(), Denial> {
         }
         Asker::Envoy => {
             own_host(parts)?;
+            parts.headers.remove(&headers::X_FORWARDED_HOST);
             let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
             let rest = pq.strip_prefix("/envoy").unwrap_or(pq);
             let target = if rest.starts_with('/') {
@@ -260,6 +264,9 @@ impl Authorization for Check {
                 headers.append(name, value);
             }
             headers.insert(header::HOST, HeaderValue::from_str(&h.host).ok()?);
+            // Envoy names the original host in `host`; the client's own `X-Forwarded-Host` must
+            // not stand in for it (the DPoP `htu` check reads it from trusted peers).
+            headers.remove(&headers::X_FORWARDED_HOST);
             let mut builder = Request::builder()
                 .method(Method::from_bytes(h.method.as_bytes()).ok()?)
                 .uri(h.path.as_str());

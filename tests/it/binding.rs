@@ -649,6 +649,20 @@ async fn key_bound_tokens_as_bearer_and_unbound_tokens_on_binding_routes_are_ref
         ),
     )
     .await;
+    // RFC 7800's other methods bind the token too; the gateway cannot check them.
+    expect_denied(
+        gw,
+        &rig.upstream,
+        "api",
+        want,
+        "cnf.kid: a confirmation method the gateway cannot check",
+        sent(
+            rig.client()
+                .get(&htu)
+                .bearer_auth(bound_token(&rig, json!({"kid": "client-key-1"}))),
+        ),
+    )
+    .await;
     // The proof itself still works, with the DPoP scheme.
     let r = dpop_get(gw, "/api/x", None, &token, &[&proof]).await;
     assert_eq!(r.status(), 200);

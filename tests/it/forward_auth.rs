@@ -1284,6 +1284,17 @@ async fn nginx_passes_dpop_proofs_to_the_decision_and_never_to_the_app() {
         json!({}),
     );
     assert_eq!(send(https).await.status, 401, "the client used http");
+    // A proof made for another server, with the client's own X-Forwarded-Host naming that server:
+    // nginx passes it to the decision, which must judge the host nginx routed (`Host`).
+    let elsewhere = "http://other.example/api/orders";
+    let foreign = py.proof(&key, "GET", elsewhere, &token, json!({}));
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("DPoP", foreign.as_str()),
+        ("X-Forwarded-Host", "other.example"),
+    ];
+    let r = front.send("GET", "/api/orders", &headers, b"").await;
+    assert_eq!(r.status, 401, "a proof for another host: {r:?}");
     assert_eq!(
         rig.upstream.requests(),
         1,
