@@ -16,6 +16,7 @@ import sys
 TARGETS = [
     ("gw-anon", "jwt-gateway, `auth: anonymous` route"),
     ("gw-cached", "jwt-gateway, cached token"),
+    ("gw-traced-cached", "jwt-gateway, cached token, tracing on (default sample_ratio 0.01)"),
     ("gw-tls-cached", "jwt-gateway, cached token, TLS"),
     ("gw-uncached", "jwt-gateway, new token every request"),
     ("haproxy-pass", "HAProxy pass-through (no auth)"),
@@ -26,7 +27,7 @@ TARGETS = [
     ("nginx-authreq", "nginx + `auth_request` + jwt-gateway `/nginx` decision, cached token"),
 ]
 # Targets whose gateway's token cache is read (the hit ratio column).
-CACHED = {"gw-cached", "gw-tls-cached", "gw-uncached", "gw-grpc", "nginx-authreq"}
+CACHED = {"gw-cached", "gw-traced-cached", "gw-tls-cached", "gw-uncached", "gw-grpc", "nginx-authreq"}
 # Targets without a server on core 1: the upstream itself is the server (core 0, with the load).
 NO_CORE1_SERVER = {"grpc-direct"}
 
@@ -47,7 +48,7 @@ INFO_RATIOS = [
     ("CPU per request, new token every request vs HAProxy `jwt_verify`", "gw-uncached", "haproxy-jwt", "cpu"),
     ("CPU per request, new token vs cached token (gateway)", "gw-uncached", "gw-cached", "cpu"),
 ]
-# Issues 15 and 16: no targets, the ratios the README quotes.
+# Issues 15, 16 and 20: no targets, the ratios the README quotes.
 # (label, numerator, denominator, metric)
 NEW_RATIOS = [
     ("req/s, gRPC unary: through the gateway vs direct to the same upstream", "gw-grpc", "grpc-direct", "rps"),
@@ -58,6 +59,10 @@ NEW_RATIOS = [
     ("p50 latency, nginx + `auth_request` + gateway vs nginx alone", "nginx-authreq", "nginx-pass", "p50"),
     ("req/s, nginx + `auth_request` + gateway vs the gateway as the proxy", "nginx-authreq", "gw-cached", "rps"),
     ("CPU per request, nginx + `auth_request` + gateway vs the gateway as the proxy", "nginx-authreq", "gw-cached", "cpu"),
+    # The cost of tracing: a second gateway process of the same binary, with tracing on.
+    ("req/s, cached token: tracing at the default ratio vs tracing off", "gw-traced-cached", "gw-cached", "rps"),
+    ("CPU per request, cached token: tracing at the default ratio vs tracing off", "gw-traced-cached", "gw-cached", "cpu"),
+    ("p99 latency, cached token: tracing at the default ratio vs tracing off", "gw-traced-cached", "gw-cached", "p99"),
 ]
 RSS_TARGET_MB = 250
 
@@ -163,10 +168,33 @@ def fmt_us(us):
     return f"{us:.0f} µs"
 
 
+def drop_empty_tables(lines):
+    """A table whose rows were all left out (a --targets run), with the caption line above it."""
+    out = []
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            if i + 2 >= len(lines) or not lines[i + 2].startswith("|"):
+                # drop the caption and the blank line before the table, if any
+                while out and out[-1] == "":
+                    out.pop()
+                if out and not out[-1].startswith(("|", "-", "#")):
+                    out.pop()
+                i += 2
+                continue
+        if not (lines[i] == "" and out and out[-1] == ""):
+            out.append(lines[i])
+        i += 1
+    return out
+
+
 def main(run_dir, output):
     meta = read_kv(os.path.join(run_dir, "meta.txt"))
     clk = int(meta.get("clk_tck", "100"))
     smoke = meta.get("mode") == "smoke"
+    # A --targets run leaves out the rows and ratios of targets it did not run; a full run shows
+    # them as "not run" / "?", so a missing target cannot go unnoticed.
+    subset = "--targets" in meta.get("command", "")
     rt = "SCHED_FIFO" in meta.get("pinning", "")
 
     runs = {}  # target -> round -> figures
@@ -201,6 +229,8 @@ def main(run_dir, output):
 
     lines = []
     title = "Load benchmark: smoke run (not a measurement)" if smoke else "Load benchmark: latest full run"
+    if subset and not smoke:
+        title = "Load benchmark: a run of some targets"
     lines.append(f"# {title}")
     lines.append("")
     lines.append(f"- date: {meta.get('date')}; command: `{meta.get('command', 'bash bench/run.sh')}`")
@@ -226,6 +256,8 @@ def main(run_dir, output):
     problems = []
     for tid, name in TARGETS:
         if tid not in runs:
+            if subset:
+                continue
             lines.append(f"| {name} | not run | | | | | | | | |")
             continue
         rps, p50, p99, cpu = med(tid, "rps"), med(tid, "p50"), med(tid, "p99"), med(tid, "cpu")
@@ -291,6 +323,8 @@ def main(run_dir, output):
     lines.append("| measure (issue 5 targets) | target | measured | met |")
     lines.append("|---|---:|---:|---|")
     for label, num, den, key, op, tgt in RATIOS:
+        if subset and (num not in runs or den not in runs):
+            continue
         m, lo, hi = ratio(num, den, key)
         if m is None:
             met = "?"
@@ -321,11 +355,13 @@ def main(run_dir, output):
         entries = mem.get("cache_entries", "?")
 
     lines.append("")
-    lines.append("gRPC unary (issue 15) and forward-auth decisions (issue 16), no targets:")
+    lines.append("gRPC unary (issue 15), forward-auth decisions (issue 16) and the cost of tracing (issue 20), no targets:")
     lines.append("")
     lines.append("| measure | measured |")
     lines.append("|---|---:|")
     for label, num, den, key in NEW_RATIOS:
+        if subset and (num not in runs or den not in runs):
+            continue
         lines.append(f"| {label} | {fmt_ratio(*ratio(num, den, key))} |")
 
     lines.append("")
@@ -334,6 +370,8 @@ def main(run_dir, output):
     lines.append("| measure | measured |")
     lines.append("|---|---:|")
     for label, num, den, key in INFO_RATIOS:
+        if subset and (num not in runs or den not in runs):
+            continue
         lines.append(f"| {label} | {fmt_ratio(*ratio(num, den, key))} |")
     if mem:
         per_entry = (after - before) * 1024 / max(verified, 1)
@@ -365,6 +403,8 @@ def main(run_dir, output):
         lines.append("")
         for p in problems:
             lines.append(f"- {p}")
+    if subset:
+        lines = drop_empty_tables(lines)
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as f:

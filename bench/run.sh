@@ -11,6 +11,9 @@
 # Options: --rounds N, --duration SECONDS, --connections N (wrk -c), --output FILE,
 #          --no-build (use the target/release/jwt-gateway that is there),
 #          --grpc-clients N, --grpc-streams N: h2load -c and -m of the gRPC targets (4 and 8),
+#          --targets A,B,...: only these targets (the names in bench/report.py's TARGETS, e.g.
+#          gw-cached,gw-traced-cached for the cost of tracing); the memory test then does not run,
+#          and only the tokens those targets need are minted,
 #          --sched nice|rt|none: priority of the benchmark's processes (root only). nice (the
 #          default): nice -20. rt: SCHED_FIFO 1, for a machine busy with other work, where even
 #          nice -20 processes wait for the CPU at every wake-up; the kernel's RT throttling
@@ -42,6 +45,7 @@ GRPC_STREAMS=8
 OUTPUT=
 BUILD=1
 SCHED="nice"
+ONLY=
 while (($#)); do
   case "$1" in
     --smoke) MODE=smoke ;;
@@ -51,14 +55,28 @@ while (($#)); do
     --output) OUTPUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --sched) SCHED=$2; shift ;;
+    --targets) ONLY=$2; shift ;;
     --grpc-clients) GRPC_CLIENTS=$2; shift ;;
     --grpc-streams) GRPC_STREAMS=$2; shift ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
 case "$SCHED" in nice|rt|none) ;; *) echo "bench/run.sh: --sched takes nice, rt or none" >&2; exit 2 ;; esac
+
+ALL_TARGETS=(gw-anon gw-cached gw-traced-cached gw-tls-cached gw-uncached haproxy-pass nginx-pass haproxy-jwt
+             gw-grpc grpc-direct nginx-authreq)
+if [ -n "$ONLY" ]; then
+  IFS=, read -r -a TARGETS <<< "$ONLY"
+  for t in "${TARGETS[@]}"; do
+    [[ " ${ALL_TARGETS[*]} " == *" $t "* ]] || { echo "bench/run.sh: unknown target $t (one of: ${ALL_TARGETS[*]})" >&2; exit 2; }
+  done
+  MEMORY=0
+else
+  TARGETS=("${ALL_TARGETS[@]}")
+  MEMORY=1
+fi
 
 if [ "$MODE" = smoke ]; then
   ROUNDS=${ROUNDS:-1}
@@ -190,7 +208,11 @@ fi
 openssl pkey -in "$KEYS/key.pem" -pubout -out "$KEYS/pub.pem"
 JWKS=$("$PYTHON" "$BENCH/mint.py" jwks "$KEYS/key.pem" "$KID")
 
-NEED_TOKENS=$((UNCACHED_TOKENS > MEM_TOKENS ? UNCACHED_TOKENS : MEM_TOKENS))
+# The token walk needs UNCACHED_TOKENS, the memory test MEM_TOKENS; a run of cached-token targets
+# alone needs only the one token.
+NEED_TOKENS=1
+if [[ " ${TARGETS[*]} " == *" gw-uncached "* || " ${TARGETS[*]} " == *" haproxy-jwt "* ]]; then NEED_TOKENS=$UNCACHED_TOKENS; fi
+if [ "$MEMORY" = 1 ] && [ "$MEM_TOKENS" -gt "$NEED_TOKENS" ]; then NEED_TOKENS=$MEM_TOKENS; fi
 TOKENS="$KEYS/tokens.txt"
 STAMP="$KEYS/tokens.stamp"     # "<count> <exp> <issuer> <audience> <kid>"
 now=$(date +%s)
@@ -225,10 +247,10 @@ openssl x509 -req -in "$TLS/gateway.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" 
 # Configs on free ports
 # ----------------------------------------------------------------------------------------------
 read -r P_ORIGIN P_GW A_GW P_GWTLS A_GWTLS P_GWU A_GWU P_HAPASS P_HAJWT P_NGINX \
-  P_GRPC P_GWD A_GWD P_DECIDE P_NGAUTH < <(python3 - <<'EOF'
+  P_GRPC P_GWD A_GWD P_DECIDE P_NGAUTH P_GWT A_GWT P_OTLP < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(15):
+for _ in range(18):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -257,12 +279,16 @@ TLS_BLOCK=$(printf '  tls:\n    cert_file: %s\n    key_file: %s' "$TLS/gateway.c
 # The decision gateway (nginx auth_request target) alone has a forward_auth listener.
 DECIDE_BLOCK=$(printf '\nforward_auth:\n  listen: "127.0.0.1:%s"\n  trusted_proxies: ["127.0.0.1/32"]' "$P_DECIDE")
 common=(ORIGIN_PORT="$P_ORIGIN" GRPC_PORT="$P_GRPC" ISSUER="$ISSUER" AUDIENCE="$AUDIENCE" OUT="$RUN")
-gw_common=("${common[@]}" FORWARD_AUTH_BLOCK=)
+# The traced gateway alone exports spans: to the origin nginx's OTLP sink, at the default
+# sample_ratio (0.01).
+TRACING_BLOCK=$(printf '\ntracing:\n  otlp_endpoint: "http://127.0.0.1:%s"' "$P_OTLP")
+gw_common=("${common[@]}" FORWARD_AUTH_BLOCK= TRACING_BLOCK=)
 fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-plain.yaml" "${gw_common[@]}" PORT="$P_GW" ADMIN_PORT="$A_GW" SERVER_BLOCK="$PLAIN_BLOCK"
 fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-tls.yaml" "${gw_common[@]}" PORT="$P_GWTLS" ADMIN_PORT="$A_GWTLS" SERVER_BLOCK="$TLS_BLOCK"
 fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-uncached.yaml" "${gw_common[@]}" PORT="$P_GWU" ADMIN_PORT="$A_GWU" SERVER_BLOCK="$PLAIN_BLOCK"
-fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-decide.yaml" "${common[@]}" PORT="$P_GWD" ADMIN_PORT="$A_GWD" SERVER_BLOCK="$PLAIN_BLOCK" FORWARD_AUTH_BLOCK="$DECIDE_BLOCK"
-fill "$BENCH/conf/origin.nginx.conf.in" "$RUN/origin.conf" "${common[@]}" JWKS="$JWKS"
+fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-decide.yaml" "${common[@]}" PORT="$P_GWD" ADMIN_PORT="$A_GWD" SERVER_BLOCK="$PLAIN_BLOCK" FORWARD_AUTH_BLOCK="$DECIDE_BLOCK" TRACING_BLOCK=
+fill "$BENCH/conf/gateway.yaml.in" "$RUN/gw-traced.yaml" "${common[@]}" PORT="$P_GWT" ADMIN_PORT="$A_GWT" SERVER_BLOCK="$PLAIN_BLOCK" FORWARD_AUTH_BLOCK= TRACING_BLOCK="$TRACING_BLOCK"
+fill "$BENCH/conf/origin.nginx.conf.in" "$RUN/origin.conf" "${common[@]}" JWKS="$JWKS" OTLP_PORT="$P_OTLP"
 fill "$BENCH/conf/nginx-proxy.conf.in" "$RUN/nginx-proxy.conf" "${common[@]}" PORT="$P_NGINX"
 fill "$BENCH/conf/nginx-authreq.conf.in" "$RUN/nginx-authreq.conf" "${common[@]}" PORT="$P_NGAUTH" DECISION_PORT="$P_DECIDE"
 fill "$BENCH/conf/haproxy.cfg.in" "$RUN/haproxy.cfg" "${common[@]}" PASS_PORT="$P_HAPASS" JWT_PORT="$P_HAJWT" PUBKEY="$KEYS/pub.pem"
@@ -279,7 +305,7 @@ mkdir -p "$RUN/grpc-htdocs$(dirname "$GRPC_PATH")"
 printf '\x00\x00\x00\x00\x02\x08\x01' > "$RUN/grpc-htdocs$GRPC_PATH"
 : > "$RUN/grpc-mime.types"
 
-for cfg in gw-plain gw-tls gw-uncached gw-decide; do
+for cfg in gw-plain gw-tls gw-uncached gw-decide gw-traced; do
   "$GATEWAY" check -c "$RUN/$cfg.yaml" > "$RUN/$cfg.check.txt" 2>&1 || { cat "$RUN/$cfg.check.txt" >&2; die "$cfg.yaml does not pass jwt-gateway check"; }
 done
 haproxy -c -q -f "$RUN/haproxy.cfg" || die "haproxy.cfg does not pass haproxy -c"
@@ -333,6 +359,7 @@ start_gateway gw-plain "$A_GW"
 start_gateway gw-tls "$A_GWTLS"
 start_gateway gw-uncached "$A_GWU"
 start_gateway gw-decide "$A_GWD"
+start_gateway gw-traced "$A_GWT"
 
 "${SRV[@]}" haproxy -db -f "$RUN/haproxy.cfg" > "$RUN/haproxy.log" 2>&1 &
 HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
@@ -347,6 +374,16 @@ wait_http "http://127.0.0.1:$P_NGINX/" || die "nginx did not start (see $RUN/ngi
 AUTH=(-H "Authorization: Bearer $CACHED_TOKEN")
 wait_http "http://127.0.0.1:$P_GW/anon/ping" || die "gateway anonymous route does not answer 200"
 wait_http "http://127.0.0.1:$P_GW/api/ping" "${AUTH[@]}" || die "gateway does not accept the benchmark token"
+wait_http "http://127.0.0.1:$P_GWT/api/ping" "${AUTH[@]}" || die "the traced gateway does not accept the benchmark token"
+# The traced gateway really exports: a client's sampled traceparent is always exported, so one
+# request with it must show up in the sink's access log within the exporter's 1 s batch delay.
+curl -s -o /dev/null --max-time 2 "${AUTH[@]}" -H "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" "http://127.0.0.1:$P_GWT/api/ping"
+exported=0
+for _ in $(seq 1 50); do
+  if grep -q '"POST /v1/traces HTTP/1.1" 200' "$RUN/otlp.access.log" 2>/dev/null; then exported=1; break; fi
+  sleep 0.1
+done
+[ "$exported" = 1 ] || die "the traced gateway exported no span to the OTLP sink (see $RUN/gw-traced.log)"
 wait_http "https://127.0.0.1:$P_GWTLS/api/ping" --cacert "$TLS/ca.crt" "${AUTH[@]}" || die "gateway over TLS does not answer 200"
 wait_http "http://127.0.0.1:$P_HAJWT/api/ping" "${AUTH[@]}" || die "HAProxy jwt_verify does not accept the benchmark token"
 # One signature character changed, never to itself: a character ten from the end carries six
@@ -450,6 +487,7 @@ target_args() {
   case "$1" in
     gw-anon)       echo "http://127.0.0.1:$P_GW/anon/ping" ;;
     gw-cached)     echo "http://127.0.0.1:$P_GW/api/ping" ;;
+    gw-traced-cached) echo "http://127.0.0.1:$P_GWT/api/ping" ;;
     gw-tls-cached) echo "https://127.0.0.1:$P_GWTLS/api/ping" ;;
     gw-uncached)   echo "http://127.0.0.1:$P_GWU/" ;;
     haproxy-pass)  echo "http://127.0.0.1:$P_HAPASS/api/ping" ;;
@@ -463,6 +501,7 @@ target_args() {
 target_pid() { # the server's processes: for grpc-direct the gRPC upstream itself (core 0)
   case "$1" in
     gw-anon|gw-cached|gw-grpc) echo "${GW_PID[gw-plain]}" ;;
+    gw-traced-cached)  echo "${GW_PID[gw-traced]}" ;;
     gw-tls-cached)     echo "${GW_PID[gw-tls]}" ;;
     gw-uncached)       echo "${GW_PID[gw-uncached]}" ;;
     haproxy-*)         echo "$HAPROXY_PID" ;;
@@ -474,6 +513,7 @@ target_pid() { # the server's processes: for grpc-direct the gRPC upstream itsel
 target_admin() {
   case "$1" in
     gw-anon|gw-cached|gw-grpc) echo "$A_GW" ;;
+    gw-traced-cached)  echo "$A_GWT" ;;
     gw-tls-cached)     echo "$A_GWTLS" ;;
     gw-uncached)       echo "$A_GWU" ;;
     nginx-authreq)     echo "$A_GWD" ;;
@@ -487,7 +527,7 @@ load_cmd() { # load_cmd TARGET DURATION [LOG]: runs wrk (h2load for gRPC) agains
   local base=("${LOAD[@]}" timeout $((d + 30)) wrk -t1 -c"$CONNS" -d"${d}s" --timeout 5s --latency)
   case "$target" in
     gw-anon) "${base[@]}" "$url" ;;
-    gw-cached|gw-tls-cached|haproxy-pass|nginx-pass|nginx-authreq) "${base[@]}" "${AUTH[@]}" "$url" ;;
+    gw-cached|gw-traced-cached|gw-tls-cached|haproxy-pass|nginx-pass|nginx-authreq) "${base[@]}" "${AUTH[@]}" "$url" ;;
     gw-uncached|haproxy-jwt) "${base[@]}" -s "$BENCH/tokens.lua" "$url" -- "$TOKENS" /api/ping "$UNCACHED_TOKENS" ;;
     gw-grpc|grpc-direct)
       # the unary call with the cached token, GRPC_CLIENTS connections x GRPC_STREAMS streams;
@@ -546,8 +586,6 @@ measure() { # measure TARGET ROUND
   log "round $round  $target: $(rps_of "$raw") req/s"
 }
 
-TARGETS=(gw-anon gw-cached gw-tls-cached gw-uncached haproxy-pass nginx-pass haproxy-jwt
-         gw-grpc grpc-direct nginx-authreq)
 log "$ROUNDS round(s) of ${DURATION}s per target, wrk -t1 -c$CONNS (gRPC: h2load -t1 -c$GRPC_CLIENTS -m$GRPC_STREAMS), targets interleaved"
 for ((r = 1; r <= ROUNDS; r++)); do
   n=${#TARGETS[@]}
@@ -560,33 +598,36 @@ done
 # ----------------------------------------------------------------------------------------------
 # Memory with MEM_TOKENS distinct cached tokens (a fresh gateway, each token sent once)
 # ----------------------------------------------------------------------------------------------
-log "memory: RSS before and after $MEM_TOKENS distinct valid tokens, each sent once"
-restart_gateway gw-uncached "$A_GWU"
-MEM_PID=${GW_PID[gw-uncached]}
-"${LOAD[@]}" timeout 30 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$P_GWU/anon/ping" > /dev/null
-sleep 1
-RSS_BEFORE=$(rss_kb "$MEM_PID")
-sent=0
-for attempt in 1 2 3 4; do
-  # sized from the uncached rate measured above, with room to spare; the Lua script sends each
-  # remaining token once, then only anonymous requests until wrk's time is up
-  # shellcheck disable=SC2016
-  rate=$(awk -F'\t' '$1 == "gw-uncached" {print $3}' "$RUNS" | xargs -r awk '/Requests\/sec/ {print int($2)}' | sort -n | head -n 1)
-  rate=${rate:-5000}; [ "$rate" -gt 0 ] || rate=5000
-  d=$(( (MEM_TOKENS - sent) * 3 / (2 * rate) + 2 ))
-  [ "$d" -le 60 ] || d=60
-  "${LOAD[@]}" timeout $((d + 30)) wrk -t1 -c"$CONNS" -d"${d}s" -s "$BENCH/tokens.lua" "http://127.0.0.1:$P_GWU/" -- \
-    "$TOKENS" /api/ping $((MEM_TOKENS - sent)) /anon/ping "$sent" > "$RUN/raw/memory-$attempt.txt"
-  before_attempt=$sent
-  read -r _ sent < <(cache_counts "$A_GWU")
-  if [ "$sent" -ge "$MEM_TOKENS" ] || [ "$sent" -le "$before_attempt" ]; then break; fi
-done
-sleep 2
-RSS_AFTER=$(rss_kb "$MEM_PID")
-ENTRIES=$(curl -s --max-time 2 "http://127.0.0.1:$A_GWU/metrics" | awk '/^gateway_token_cache_entries/ {print $NF}')
-NON2XX_MEM=$(cat "$RUN"/raw/memory-*.txt | awk '/Non-2xx/ {s += $NF} END {print s + 0}')
-printf 'tokens=%s\nverified=%s\ncache_entries=%s\nrss_before_kb=%s\nrss_after_kb=%s\nnon2xx=%s\n' \
-  "$MEM_TOKENS" "$sent" "${ENTRIES:-?}" "$RSS_BEFORE" "$RSS_AFTER" "$NON2XX_MEM" > "$RUN/memory.txt"
+# Only with every target (--targets leaves it out): it needs the uncached rate measured above.
+if [ "$MEMORY" = 1 ]; then
+  log "memory: RSS before and after $MEM_TOKENS distinct valid tokens, each sent once"
+  restart_gateway gw-uncached "$A_GWU"
+  MEM_PID=${GW_PID[gw-uncached]}
+  "${LOAD[@]}" timeout 30 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$P_GWU/anon/ping" > /dev/null
+  sleep 1
+  RSS_BEFORE=$(rss_kb "$MEM_PID")
+  sent=0
+  for attempt in 1 2 3 4; do
+    # sized from the uncached rate measured above, with room to spare; the Lua script sends each
+    # remaining token once, then only anonymous requests until wrk's time is up
+    # shellcheck disable=SC2016
+    rate=$(awk -F'\t' '$1 == "gw-uncached" {print $3}' "$RUNS" | xargs -r awk '/Requests\/sec/ {print int($2)}' | sort -n | head -n 1)
+    rate=${rate:-5000}; [ "$rate" -gt 0 ] || rate=5000
+    d=$(( (MEM_TOKENS - sent) * 3 / (2 * rate) + 2 ))
+    [ "$d" -le 60 ] || d=60
+    "${LOAD[@]}" timeout $((d + 30)) wrk -t1 -c"$CONNS" -d"${d}s" -s "$BENCH/tokens.lua" "http://127.0.0.1:$P_GWU/" -- \
+      "$TOKENS" /api/ping $((MEM_TOKENS - sent)) /anon/ping "$sent" > "$RUN/raw/memory-$attempt.txt"
+    before_attempt=$sent
+    read -r _ sent < <(cache_counts "$A_GWU")
+    if [ "$sent" -ge "$MEM_TOKENS" ] || [ "$sent" -le "$before_attempt" ]; then break; fi
+  done
+  sleep 2
+  RSS_AFTER=$(rss_kb "$MEM_PID")
+  ENTRIES=$(curl -s --max-time 2 "http://127.0.0.1:$A_GWU/metrics" | awk '/^gateway_token_cache_entries/ {print $NF}')
+  NON2XX_MEM=$(cat "$RUN"/raw/memory-*.txt | awk '/Non-2xx/ {s += $NF} END {print s + 0}')
+  printf 'tokens=%s\nverified=%s\ncache_entries=%s\nrss_before_kb=%s\nrss_after_kb=%s\nnon2xx=%s\n' \
+    "$MEM_TOKENS" "$sent" "${ENTRIES:-?}" "$RSS_BEFORE" "$RSS_AFTER" "$NON2XX_MEM" > "$RUN/memory.txt"
+fi
 
 # ----------------------------------------------------------------------------------------------
 # Report

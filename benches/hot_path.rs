@@ -735,6 +735,283 @@ fn claim_headers(c: &mut Criterion) {
     group.finish();
 }
 
+/// A gateway on `gateway_yaml(2, ..)` plus `tracing`, its background tasks (the span exporter,
+/// whose collector refuses connections at once, so the queue drains) running on the runtime.
+fn traced_gateway(tracing: &str) -> (Arc<Gateway>, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let yaml = gateway_yaml(2, "http://127.0.0.1:1/jwks") + tracing;
+    let config = compile_str(&yaml, std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e:?}"));
+    let gateway =
+        rt.block_on(async { Gateway::new(config, GatewayOptions::default()).expect("gateway") });
+    let g = gateway.clone();
+    rt.block_on(async move { g.start_background().await });
+    (gateway, rt)
+}
+
+/// What the pipeline does for tracing per request: join or start the trace, time the two
+/// children, set the upstream's `traceparent`, hand a sampled span to the exporter.
+fn trace_one(gateway: &Gateway, incoming: &http::HeaderMap) -> http::HeaderMap {
+    use jwt_gateway::trace::{EndedRequest, RequestTrace};
+    let snapshot = gateway.snapshot();
+    let mut trace = gateway.tracer.start(&snapshot.config.tracing, incoming);
+    let since = RequestTrace::mark(&trace);
+    if let Some(t) = &mut trace {
+        t.authenticated(
+            since,
+            Some(jwt_gateway::auth::verify::CacheOutcome::Hit),
+            jwt_gateway::denial::Reason::Ok,
+        );
+    }
+    let since = RequestTrace::mark(&trace);
+    if let Some(t) = &mut trace {
+        t.upstream_answered(since, Ok(200));
+    }
+    let mut upstream = http::HeaderMap::new();
+    if let Some(t) = &trace {
+        t.propagate(&mut upstream);
+        t.end(EndedRequest {
+            method: &http::Method::GET,
+            route: Some("api"),
+            status: 200,
+            request_id: &http::HeaderValue::from_static("bench-id"),
+        });
+    }
+    upstream
+}
+
+/// The OpenTelemetry SDK doing the same: extract, a server span with two children, inject, a
+/// parent-based ratio sampler and a batch processor whose exporter discards.
+mod otel_sdk {
+    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+    use opentelemetry::trace::{
+        Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
+    };
+    use opentelemetry::{Context, KeyValue};
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::{
+        BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+    };
+
+    #[derive(Debug)]
+    struct Discard;
+
+    impl SpanExporter for Discard {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    struct Headers<'a>(&'a http::HeaderMap);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+    struct HeadersMut<'a>(&'a mut http::HeaderMap);
+    impl Injector for HeadersMut<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(key.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(k, v);
+            }
+        }
+    }
+
+    pub struct Sdk {
+        pub provider: SdkTracerProvider,
+        tracer: SdkTracer,
+        propagator: TraceContextPropagator,
+    }
+
+    pub fn sdk(ratio: f64) -> Sdk {
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                ratio,
+            ))))
+            .with_span_processor(BatchSpanProcessor::builder(Discard).build())
+            .build();
+        Sdk {
+            tracer: provider.tracer("bench"),
+            provider,
+            propagator: TraceContextPropagator::new(),
+        }
+    }
+
+    pub fn trace_one(sdk: &Sdk, incoming: &http::HeaderMap) -> http::HeaderMap {
+        let parent = sdk.propagator.extract(&Headers(incoming));
+        let span = sdk
+            .tracer
+            .span_builder("request")
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", "GET"),
+                KeyValue::new("route", "api"),
+            ])
+            .start_with_context(&sdk.tracer, &parent);
+        let cx = Context::with_span(&parent, span);
+        let mut auth = sdk
+            .tracer
+            .span_builder("authenticate")
+            .with_attributes([KeyValue::new("cache", "hit"), KeyValue::new("reason", "ok")])
+            .start_with_context(&sdk.tracer, &cx);
+        auth.end();
+        let mut upstream = sdk
+            .tracer
+            .span_builder("upstream")
+            .with_kind(SpanKind::Client)
+            .start_with_context(&sdk.tracer, &cx);
+        upstream.set_attribute(KeyValue::new("http.response.status_code", 200));
+        upstream.end();
+        let mut out = http::HeaderMap::new();
+        sdk.propagator
+            .inject_context(&cx, &mut HeadersMut(&mut out));
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("http.response.status_code", 200));
+        span.end();
+        out
+    }
+}
+
+/// The per-request cost of tracing: off; on with an unsampled span (the default ratio's common
+/// case); sampled. Each with and without a client `traceparent`, next to the OpenTelemetry SDK
+/// doing the same, and the exporter's encoding per span (off the request path).
+fn tracing_cost(c: &mut Criterion) {
+    let (off, _rt_off) = traced_gateway("");
+    let (unsampled, _rt_u) =
+        traced_gateway("tracing: {otlp_endpoint: \"http://127.0.0.1:9\", sample_ratio: 0}\n");
+    let (sampled, _rt_s) =
+        traced_gateway("tracing: {otlp_endpoint: \"http://127.0.0.1:9\", sample_ratio: 1}\n");
+    let none = http::HeaderMap::new();
+    let mut with_parent = http::HeaderMap::new();
+    with_parent.insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+    );
+    let mut group = c.benchmark_group("tracing");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    group.bench_function("off", |b| b.iter(|| trace_one(&off, black_box(&none))));
+    group.bench_function("unsampled_new_trace", |b| {
+        b.iter(|| trace_one(&unsampled, black_box(&none)))
+    });
+    group.bench_function("unsampled_client_parent", |b| {
+        b.iter(|| trace_one(&unsampled, black_box(&with_parent)))
+    });
+    group.bench_function("sampled_new_trace", |b| {
+        b.iter(|| trace_one(&sampled, black_box(&none)))
+    });
+    let sdk_unsampled = otel_sdk::sdk(0.0);
+    let sdk_sampled = otel_sdk::sdk(1.0);
+    group.bench_function("otel_sdk_unsampled_new_trace", |b| {
+        b.iter(|| otel_sdk::trace_one(&sdk_unsampled, black_box(&none)))
+    });
+    group.bench_function("otel_sdk_unsampled_client_parent", |b| {
+        b.iter(|| otel_sdk::trace_one(&sdk_unsampled, black_box(&with_parent)))
+    });
+    group.bench_function("otel_sdk_sampled_new_trace", |b| {
+        b.iter(|| otel_sdk::trace_one(&sdk_sampled, black_box(&none)))
+    });
+    group.finish();
+    let _ = sdk_unsampled.provider.shutdown();
+    let _ = sdk_sampled.provider.shutdown();
+
+    let span = || jwt_gateway::trace::FinishedSpan {
+        trace_id: [7; 16],
+        span_id: [8; 8],
+        parent: Some([9; 8]),
+        start_unix_nanos: 1,
+        end_unix_nanos: 2,
+        method: http::Method::GET,
+        route: Some("api".into()),
+        status: 200,
+        request_id: http::HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
+        authenticate: None,
+        upstream: None,
+    };
+    let mut group = c.benchmark_group("trace_export");
+    group
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    group.bench_function("encode_512_request_spans", |b| {
+        b.iter(|| jwt_gateway::trace::encode((0..512).map(|_| span())).len())
+    });
+    group.finish();
+}
+
+/// `forward.assertion` per request: signing each time (ES256) against the cached assertion the
+/// gateway hands out for the first half of its ttl.
+fn assertion_cost(c: &mut Criterion) {
+    let es = signers()
+        .into_iter()
+        .find(|s| s.alg == "ES256")
+        .expect("ES256");
+    let mut jwk = es.key.jwk();
+    jwk["alg"] = json!("ES256");
+    let (gateway, rt) = gateway_with_key(2, &jwk);
+    let _guard = rt.enter();
+    let mut headers = http::HeaderMap::new();
+    let token = mint(&es, Some("ec"));
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    let snapshot = gateway.snapshot();
+    let route = snapshot.routes.routes().last().expect("api route");
+    let credential = jwt_gateway::auth::bearer::credential(&headers, 8192)
+        .expect("well-formed")
+        .expect("present");
+    let (entry, _) = ready(jwt_gateway::auth::verify::verify_token(
+        &credential,
+        &route.providers,
+        &gateway.cache,
+    ))
+    .expect("valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    std::fs::write(dir.path().join("a.pem"), key.serialize_pem()).expect("write");
+    let yaml = gateway_yaml(2, "http://127.0.0.1:1/jwks").replace(
+        "    forward:\n",
+        "    forward:\n      assertion: {ttl: 60s}\n",
+    ) + "assertion: {issuer: https://gw.bench, signing_key_file: a.pem}\n";
+    let config = compile_str(&yaml, dir.path()).unwrap_or_else(|e| panic!("{e:?}"));
+    let minter = jwt_gateway::assertion::Minter::new(&config).expect("minter");
+    let api = config.routes.last().expect("api");
+    let forward = api.assertion.as_ref().expect("assertion");
+    let mut group = c.benchmark_group("assertion");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let mut n = 0usize;
+    group.bench_function("es256_signed_per_request", |b| {
+        b.iter(|| {
+            // Another route index each time: never a cached one.
+            n += 1;
+            minter
+                .assertion(n, api, forward, Some(&entry))
+                .expect("signed")
+        })
+    });
+    group.bench_function("cached_per_token_and_route", |b| {
+        b.iter(|| {
+            minter
+                .assertion(0, api, forward, Some(&entry))
+                .expect("signed")
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     uncached_validation,
@@ -742,6 +1019,8 @@ criterion_group!(
     dpop_proofs,
     route_matching,
     cache_key,
-    claim_headers
+    claim_headers,
+    tracing_cost,
+    assertion_cost
 );
 criterion_main!(benches);

@@ -9,6 +9,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::assertion::{self, PublishedKeys};
 use crate::auth::cache::VerifiedCache;
 use crate::auth::keyset::ProviderKeys;
 use crate::auth::replay::ReplayCache;
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Snapshot};
 use crate::tls::TlsError;
+use crate::trace::Tracer;
 
 /// Options for embedding the gateway (tests, the demo); production uses the defaults.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +45,10 @@ pub struct Gateway {
     /// Revocations outlive reloads: a changed `revocation:` section needs a restart.
     pub revocations: Arc<Revocations>,
     pub throttle: FailureThrottle,
+    /// Trace context and span export; the queue outlives reloads.
+    pub tracer: Tracer,
+    /// The assertion keys the admin listener publishes, retired ones included.
+    pub assertion_keys: PublishedKeys,
     /// DPoP proofs already accepted; outlives reloads, so a reload never forgets one.
     pub replay: ReplayCache,
     jwks_http: reqwest::Client,
@@ -76,6 +82,9 @@ impl Gateway {
             .map_err(|e| BuildError::Client(e.to_string()))?;
         let cache = VerifiedCache::new(config.token_cache.max_entries);
         let revocations = Arc::new(Revocations::open(&config.revocation, metrics.clone())?);
+        // The JWKS client's settings (no redirects, the embedder's roots) suit the collector too.
+        let tracer = Tracer::new(&config.tracing, jwks_http.clone(), metrics.trace_export());
+        let assertion_keys = PublishedKeys::new(&config);
         let snapshot = snapshot::build(config, &metrics, &jwks_http, &options.extra_roots, None)?;
         Ok(Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -83,6 +92,8 @@ impl Gateway {
             cache,
             revocations,
             throttle: FailureThrottle::new(),
+            tracer,
+            assertion_keys,
             replay: ReplayCache::default(),
             jwks_http,
             extra_roots: options.extra_roots,
@@ -109,6 +120,9 @@ impl Gateway {
         }
         let token = bg.stop.child_token();
         bg.tasks.spawn(self.revocations.clone().run_sync(token));
+        if let Some(exporter) = self.tracer.exporter(bg.stop.child_token()) {
+            bg.tasks.spawn(exporter);
+        }
     }
 
     pub async fn stop_background(&self) {
@@ -145,6 +159,11 @@ impl Gateway {
                 spawn_refresher(&mut bg, provider.clone());
             }
         }
+        self.tracer.configure(&next.config.tracing);
+        self.assertion_keys.rotate(
+            next.config.assertion.as_ref(),
+            assertion::longest_ttl(&previous.config),
+        );
         self.snapshot.store(Arc::new(next));
         Ok(())
     }

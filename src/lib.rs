@@ -6,6 +6,7 @@
 
 // The facade the binary, the integration tests, the benches and the fuzz targets use; the
 // other modules are the crate's own, so the compiler sees what nothing calls.
+pub mod assertion;
 pub mod auth;
 pub mod claims;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod denial;
 pub mod path;
 pub mod proxy;
 pub mod reload;
+pub mod trace;
 
 mod admin;
 mod algorithm;

@@ -48,6 +48,8 @@ pub struct Metrics {
     grpc_responses: IntCounterVec,
     open_connections: IntGauge,
     connections_refused: IntCounterVec,
+    trace_export_errors: IntCounterVec,
+    trace_spans_dropped: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -117,6 +119,14 @@ impl Metrics {
                 "Connections open on the public listener",
             )
             .unwrap_or_else(|_| unreachable_metric("gateway_open_connections")),
+        );
+        let trace_spans_dropped = register(
+            r,
+            IntCounter::new(
+                "gateway_trace_spans_dropped_total",
+                "Finished request spans dropped because the export queue was full",
+            )
+            .unwrap_or_else(|_| unreachable_metric("gateway_trace_spans_dropped_total")),
         );
         let metrics = Metrics {
             requests: counter_vec(
@@ -225,6 +235,13 @@ impl Metrics {
                 "Connections closed at accept by max_connections or max_connections_per_ip",
                 &["reason"],
             ),
+            trace_export_errors: counter_vec(
+                r,
+                "gateway_trace_export_errors_total",
+                "OTLP span exports (one POST of a batch) that failed, by kind",
+                &["kind"],
+            ),
+            trace_spans_dropped,
             registry,
         };
         // Zero-valued series exist from the start, so `increase()` and alerts see the first event.
@@ -236,6 +253,11 @@ impl Metrics {
             metrics
                 .connections_refused
                 .with_label_values(&[refusal.as_str()]);
+        }
+        for kind in TraceExportError::ALL {
+            metrics
+                .trace_export_errors
+                .with_label_values(&[kind.as_str()]);
         }
         metrics
     }
@@ -309,6 +331,15 @@ impl Metrics {
             refused_per_ip: self
                 .connections_refused
                 .with_label_values(&[ConnectionRefusal::PerIp.as_str()]),
+        }
+    }
+
+    /// Handles for the span exporter.
+    pub fn trace_export(&self) -> TraceExportMetrics {
+        TraceExportMetrics {
+            errors: TraceExportError::ALL
+                .map(|kind| self.trace_export_errors.with_label_values(&[kind.as_str()])),
+            dropped: self.trace_spans_dropped.clone(),
         }
     }
 
@@ -397,6 +428,49 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Timeout => "timeout",
             UpstreamErrorKind::Reset => "reset",
             UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+/// Why an OTLP export failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceExportError {
+    /// No connection, or it broke: the collector is down or unreachable.
+    Transport,
+    /// The collector took longer than the export timeout.
+    Timeout,
+    /// The collector answered with a status other than 2xx.
+    Status,
+}
+
+impl TraceExportError {
+    pub const ALL: [TraceExportError; 3] = [
+        TraceExportError::Transport,
+        TraceExportError::Timeout,
+        TraceExportError::Status,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceExportError::Transport => "transport",
+            TraceExportError::Timeout => "timeout",
+            TraceExportError::Status => "status",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct TraceExportMetrics {
+    errors: [IntCounter; 3],
+    pub dropped: IntCounter,
+}
+
+impl TraceExportMetrics {
+    pub fn failed(&self, why: TraceExportError) {
+        match why {
+            TraceExportError::Transport => self.errors[0].inc(),
+            TraceExportError::Timeout => self.errors[1].inc(),
+            TraceExportError::Status => self.errors[2].inc(),
         }
     }
 }
@@ -493,6 +567,8 @@ mod tests {
             "gateway_open_connections 3",
             "gateway_connections_refused_total{reason=\"global\"} 0",
             "gateway_connections_refused_total{reason=\"per_ip\"} 1",
+            "gateway_trace_export_errors_total{kind=\"timeout\"} 0",
+            "gateway_trace_spans_dropped_total 0",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }

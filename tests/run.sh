@@ -20,7 +20,9 @@ command -v promtool >/dev/null || want+=(prometheus)
 command -v nginx >/dev/null || want+=(nginx)
 command -v python3 >/dev/null || want+=(python3)
 # Sender-constrained tokens (tests/it/binding.rs): proofs and client certificates come from
-# Debian's python3 with python3-cryptography and python3-jwt, never from the gateway's code.
+# Debian's python3 with python3-cryptography and python3-jwt, never from the gateway's code; the
+# gateway's assertions (tests/it/tracing.rs) are verified with the same PyJWT, an independent
+# JWT library.
 /usr/bin/python3 -c 'import cryptography, jwt' 2>/dev/null || want+=(python3-cryptography python3-jwt)
 # Tomcat is not on PATH: the tests run Debian's install in /usr/share/tomcat10 with `java`.
 { [ -e /usr/share/tomcat10/bin/bootstrap.jar ] && command -v java >/dev/null; } || want+=(tomcat10)

@@ -23,7 +23,11 @@ pub async fn handle(
         (&Method::GET, "/metrics") => metrics(&gateway),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(&gateway),
-        (_, "/metrics" | "/healthz" | "/readyz") => {
+        // Public keys only, for upstreams verifying assertions: no credentials asked.
+        (&Method::GET, "/.well-known/jwks.json") => {
+            json(StatusCode::OK, &gateway.assertion_keys.jwks())
+        }
+        (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         (_, p) if p == "/revocations" || p.starts_with("/revocations/") => {

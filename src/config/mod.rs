@@ -93,8 +93,50 @@ pub struct Config {
     pub upstream_tls: Option<UpstreamTls>,
     /// The decision listener for proxies that keep their own routing (`forward_auth:`).
     pub forward_auth: Option<ForwardAuthConfig>,
+    /// W3C Trace Context and OTLP span export (`tracing:`).
+    pub tracing: TracingConfig,
+    /// The gateway's own signing key for `forward.assertion` (`assertion:`).
+    pub assertion: Option<AssertionConfig>,
     /// Advice that does not stop the gateway (`check` prints it, `run` logs it).
     pub warnings: Vec<ConfigError>,
+}
+
+/// `tracing:`. Without `otlp_endpoint` the gateway takes no part in tracing and passes
+/// `traceparent`/`tracestate` on untouched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TracingConfig {
+    /// `<otlp_endpoint>/v1/traces`, where batches of spans are POSTed.
+    pub traces_url: Option<reqwest::Url>,
+    /// Head sampling of new traces, 0 to 1; a parent's own decision always stands.
+    pub sample_ratio: f64,
+    /// How long one batch's POST may take before it counts as failed.
+    pub export_timeout: Duration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            traces_url: None,
+            sample_ratio: 0.01,
+            export_timeout: crate::trace::DEFAULT_EXPORT_TIMEOUT,
+        }
+    }
+}
+
+/// `assertion:`: who the gateway says it is and the key it signs assertions with, read (and
+/// re-read on every reload) when the config is compiled.
+#[derive(Clone, Debug)]
+pub struct AssertionConfig {
+    pub issuer: String,
+    pub signing_key_file: PathBuf,
+    pub key: Arc<crate::assertion::AssertionKey>,
+}
+
+/// `routes[].forward.assertion`: a JWT signed by the gateway, sent upstream in `header`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssertionForward {
+    pub header: HeaderName,
+    pub ttl: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -447,6 +489,7 @@ pub struct RouteConfig {
     pub cors: Option<CorsConfig>,
     pub forward_claims: Vec<ClaimHeader>,
     pub forward_token: TokenForwarding,
+    pub assertion: Option<AssertionForward>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

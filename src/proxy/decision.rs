@@ -85,6 +85,11 @@ pub async fn handle_decision(
     );
     ctx.front = Front::Decision;
     ctx.grpc = grpc::is_grpc(request.headers());
+    // A decision joins the asking proxy's trace as a span of its own, with its `authenticate`
+    // child; there is no `upstream` child, the proxy makes that call itself.
+    ctx.trace = gateway
+        .tracer
+        .start(&ctx.snapshot.config.tracing, request.headers());
     let (parts, _body) = request.into_parts();
     let outcome = match (trusted, asker) {
         (false, _) => Err(Denial::UntrustedPeer),

@@ -176,6 +176,8 @@ pub fn owned_names() -> impl Iterator<Item = &'static HeaderName> {
             &X_FORWARDED_PROTO,
             &X_FORWARDED_HOST,
             &X_REQUEST_ID,
+            &crate::trace::TRACEPARENT,
+            &crate::trace::TRACESTATE,
             &DPOP,
         ])
 }

@@ -60,7 +60,7 @@ use crate::auth::revocation::Revocations;
 use crate::auth::throttle::client_ip;
 use crate::auth::token::unix_now;
 use crate::auth::token_source::{self, Ambiguity, Presented};
-use crate::auth::verify::{self, Unverified};
+use crate::auth::verify::{self, CacheOutcome, Unverified};
 use crate::body::{GrpcCall, LimitedBody, ResponseBody, UpstreamBody};
 use crate::claims;
 use crate::config::{
@@ -73,6 +73,7 @@ use crate::metrics::UpstreamErrorKind;
 use crate::path::normalize_path;
 use crate::rules;
 use crate::snapshot::{Route, RouteMiss, Snapshot};
+use crate::trace::{EndedRequest, RequestTrace};
 use crate::upstream::{UpstreamError, Wire};
 
 /// Which front handed the request to the stages.
@@ -158,6 +159,8 @@ pub struct RequestCtx {
     /// A gRPC call: refused in gRPC's terms, counted by `grpc-status` too.
     pub grpc: bool,
     pub front: Front,
+    /// The request's place in a trace; `None` untraced (tracing off and no client context).
+    pub trace: Option<RequestTrace>,
 }
 
 impl RequestCtx {
@@ -184,6 +187,7 @@ impl RequestCtx {
             narration: None,
             grpc: false,
             front: Front::Proxy,
+            trace: None,
         }
     }
 
@@ -243,6 +247,9 @@ pub async fn handle(
     let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or(""), route = tracing::field::Empty);
     let mut ctx = RequestCtx::new(snapshot, conn, request_id, request.method().clone());
     ctx.grpc = grpc::is_grpc(request.headers());
+    ctx.trace = gateway
+        .tracer
+        .start(&ctx.snapshot.config.tracing, request.headers());
     let version = request.version();
     let response = match proxy(&gateway, &mut ctx, request)
         .instrument(span.clone())
@@ -284,6 +291,8 @@ async fn proxy(
     {
         return Ok(cors::preflight_response(cors, allowed).map(Either::Left));
     }
+    let index = verdict.route;
+    let identity = verdict.identity.clone();
     let websocket = headers::is_websocket_upgrade(&parts.method, parts.version, &parts.headers);
     let destination = proxied_upstream(route, ctx.grpc, websocket)?;
     let upgrade = websocket
@@ -297,6 +306,19 @@ async fn proxy(
         }),
     });
     rewrite_request(ctx, route, destination, verdict, &mut parts, websocket)?;
+    if let Some(forward) = &route.config.assertion {
+        // After the rewrite, so the explainer (which shares it) never prints a signature.
+        let value = snapshot
+            .assertions
+            .as_ref()
+            .and_then(|m| {
+                m.assertion(index, &route.config, forward, identity.as_ref())
+                    .ok()
+            })
+            // Only a failing random source gets here: refuse rather than go unvouched.
+            .ok_or(Denial::UpstreamUnavailable)?;
+        parts.headers.insert(forward.header.clone(), value);
+    }
     forward(ctx, route, destination.wire, parts, body, tunnel).await
 }
 
@@ -498,7 +520,8 @@ async fn admit(
             return Err(Denial::RateLimited { retry_after_secs });
         }
     }
-    let (entry, credential) = match authenticate(
+    let since = RequestTrace::mark(&ctx.trace);
+    let authenticated = authenticate(
         gateway,
         route,
         auth,
@@ -506,15 +529,18 @@ async fn admit(
         presented,
         server.limits.max_token_bytes,
     )
-    .await
-    {
-        Ok(verified) => verified,
+    .await;
+    let cache = authenticated.as_ref().ok().map(|&(_, _, cache)| cache);
+    let (entry, credential) = match authenticated {
+        Ok((entry, credential, _)) => (entry, credential),
         // Another scheme's `Authorization` (`Basic`) is no bearer token either.
         Err(Denial::NoToken) if auth.optional => {
+            trace_authenticated(ctx, since, None, Some(Denial::NoToken));
             ctx.narrate(|| "[pass] optional auth: no bearer token, admitted anonymously".into());
             return Ok(None);
         }
         Err(denial) => {
+            trace_authenticated(ctx, since, None, Some(denial));
             ctx.narrate(|| match denial.auth_reason() {
                 Some(reason) => format!("[FAIL] authenticate: {}", reason.as_str()),
                 None => format!("[FAIL] authenticate: {}", denial.text().error),
@@ -528,13 +554,30 @@ async fn admit(
             entry.provider.config.name
         )
     });
-    bind(gateway, ctx, auth, view, &entry, credential).await?;
+    // The span covers the binding too: a token is only authenticated once its sender is.
+    let bound = bind(gateway, ctx, auth, view, &entry, credential).await;
+    trace_authenticated(ctx, since, cache, bound.as_ref().err().copied());
+    bound?;
     if let Some(unmet) = rules::first_unmet(&auth.require, &entry.claims.claims) {
         ctx.narrate(|| format!("[FAIL] authorize: require[{unmet}] does not hold"));
         return Err(Denial::Forbidden);
     }
     ctx.narrate(|| format!("[pass] authorize: {} rule(s) hold", auth.require.len()));
     Ok(Some(entry))
+}
+
+/// Ends the trace's `authenticate` span begun at `since`: the token cache's outcome, and the
+/// reason `denial` carries (none: `ok`).
+fn trace_authenticated(
+    ctx: &mut RequestCtx,
+    since: Option<Instant>,
+    cache: Option<CacheOutcome>,
+    denial: Option<Denial>,
+) {
+    if let Some(trace) = &mut ctx.trace {
+        let reason = denial.map_or(Reason::Ok, |d| d.auth_reason().unwrap_or(Reason::Malformed));
+        trace.authenticated(since, cache, reason);
+    }
 }
 
 /// Counts the stages' verdict: the decision for `finish`, and a client-caused failure for the
@@ -640,7 +683,7 @@ async fn authenticate<'h>(
     headers: &'h HeaderMap,
     presented: Result<Presented<'_>, Ambiguity>,
     max_token_bytes: usize,
-) -> Result<(Arc<CachedToken>, Option<Credential<'h>>), Denial> {
+) -> Result<(Arc<CachedToken>, Option<Credential<'h>>, CacheOutcome), Denial> {
     let outside_header = matches!(presented, Ok(Presented::Value(_)));
     let value;
     let (credential, from_header) = match presented {
@@ -662,7 +705,7 @@ async fn authenticate<'h>(
     };
     let verdict = verify::verify_token(&credential, &route.providers, &gateway.cache).await;
     match verdict {
-        Ok((entry, _)) => {
+        Ok((entry, cache)) => {
             entry
                 .claims
                 .check_audience(auth.audience.as_deref(), &entry.provider.config.audiences)
@@ -671,7 +714,7 @@ async fn authenticate<'h>(
             if gateway.revocations.is_revoked(&entry.claims) {
                 return Err(Denial::InvalidToken(Reason::Revoked));
             }
-            Ok((entry, from_header))
+            Ok((entry, from_header, cache))
         }
         Err(Unverified::Credential(_)) if outside_header => {
             Err(Denial::InvalidToken(Reason::Malformed))
@@ -849,6 +892,9 @@ pub fn rewrite_request(
     let proto = if ctx.conn.tls { "https" } else { "http" };
     let forwarded_host = ctx.host.as_ref().and_then(RequestHost::header_value);
     headers::set_forwarded(headers, peer, from_trusted, proto, forwarded_host);
+    if let Some(trace) = &ctx.trace {
+        trace.propagate(headers);
+    }
     headers.insert(&X_REQUEST_ID, ctx.request_id.clone());
     for (name, value) in verdict.claim_headers {
         headers.insert(name, value);
@@ -977,8 +1023,17 @@ async fn forward(
         limits.request_timeout
     };
     let upstream_started = Instant::now();
+    let since = RequestTrace::mark(&ctx.trace);
     let result = ctx.snapshot.upstream.send(request, wire, wait).await;
     let elapsed = upstream_started.elapsed().as_secs_f64();
+    if let Some(trace) = &mut ctx.trace {
+        let outcome = match &result {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(UpstreamError::BodyTooLarge) => Err("body_too_large"),
+            Err(UpstreamError::Failed(kind)) => Err(kind.as_str()),
+        };
+        trace.upstream_answered(since, outcome);
+    }
     ctx.upstream_time = Some(elapsed);
     route.metrics.upstream_duration.observe(elapsed);
     let mut response = match result {
@@ -1141,6 +1196,14 @@ pub fn record(ctx: &RequestCtx, status: u16) {
     if let (true, Some(denial)) = (ctx.grpc, ctx.denial) {
         route_metrics.grpc.count(denial.grpc_status());
     }
+    if let Some(trace) = &ctx.trace {
+        trace.end(EndedRequest {
+            method: &ctx.method,
+            route: route.map(Route::name),
+            status,
+            request_id: &ctx.request_id,
+        });
+    }
     tracing::info!(
         target: "access",
         client = %ctx.conn.peer.ip(),
@@ -1155,6 +1218,7 @@ pub fn record(ctx: &RequestCtx, status: u16) {
         duration_ms = elapsed * 1000.0,
         upstream_ms = ctx.upstream_time.map_or(0.0, |t| t * 1000.0),
         front = ctx.front.as_str(),
+        trace_id = %crate::trace::log_id(ctx.trace.as_ref()),
     );
 }
 

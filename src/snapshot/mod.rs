@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 
+use crate::assertion::Minter;
 use crate::auth::keyset::ProviderKeys;
 use crate::config::{Config, RouteAuth};
 use crate::denial::MetadataChallenges;
@@ -36,6 +37,8 @@ pub struct Snapshot {
     /// The upstream pools, kept across reloads unless `upstream_tls` or the connect timeout
     /// changed (a changed CA file is re-read then).
     pub upstream: UpstreamClient,
+    /// Signs `forward.assertion`s with this config's key; `None` without an `assertion:` section.
+    pub assertions: Option<Minter>,
     /// The challenges with `resource_metadata` appended, when `server.resource_metadata` is set.
     pub metadata_challenges: Option<MetadataChallenges>,
 }
@@ -95,9 +98,16 @@ pub fn build(
     }
     let mut injected_headers: Vec<HeaderName> = Vec::new();
     for route in &config.routes {
-        for ch in &route.forward_claims {
-            if !injected_headers.contains(&ch.header) {
-                injected_headers.push(ch.header.clone());
+        // An assertion header is the gateway's to set: a client's is removed on every route.
+        let assertion = route.assertion.iter().map(|a| &a.header);
+        for header in route
+            .forward_claims
+            .iter()
+            .map(|ch| &ch.header)
+            .chain(assertion)
+        {
+            if !injected_headers.contains(header) {
+                injected_headers.push(header.clone());
             }
         }
     }
@@ -133,6 +143,7 @@ pub fn build(
         admin_tls,
         forward_auth_tls,
         upstream,
+        assertions: Minter::new(&config),
         metadata_challenges: config
             .server
             .resource_metadata

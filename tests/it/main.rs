@@ -25,4 +25,5 @@ mod revocation;
 mod smoke;
 mod throttle;
 mod token_props;
+mod tracing;
 mod wycheproof;

@@ -583,6 +583,84 @@ const ERRORS: &[Case] = &[
         &["routes[0].forward.claims: {sub: X-Sub, email: [X-Email]}"],
         &["routes[0].forward.claims.email: must be a header name, found a list"],
     ),
+    // compile/traces.rs: `tracing:`.
+    (
+        "traces: sample ratio out of range",
+        &["tracing: {sample_ratio: 1.5}"],
+        &["tracing.sample_ratio: must be a number from 0 to 1, found 1.5"],
+    ),
+    (
+        "traces: sample ratio out of range",
+        &["tracing: {sample_ratio: often}"],
+        &["tracing.sample_ratio: must be a number from 0 to 1, found a string"],
+    ),
+    (
+        "traces: export timeout zero",
+        &["tracing: {otlp_endpoint: \"http://127.0.0.1:4318\", export_timeout: 0s}"],
+        &["tracing.export_timeout: must be longer than 0s"],
+    ),
+    (
+        "traces: endpoint not an http URL",
+        &["tracing: {otlp_endpoint: \"collector:4318\"}"],
+        &["tracing.otlp_endpoint: \"collector:4318\" is not an http(s) URL like http://collector:4318"],
+    ),
+    (
+        "traces: endpoint with a query",
+        &["tracing: {otlp_endpoint: \"http://collector:4318/?x=1\"}"],
+        &["tracing.otlp_endpoint: must not carry a query, a fragment or credentials"],
+    ),
+    // compile/assertion.rs: `assertion:` and `forward.assertion`.
+    (
+        "assertion: empty issuer",
+        &["assertion: {issuer: \" \", signing_key_file: /dev/null}"],
+        &[
+            "assertion.issuer: must not be empty",
+            "assertion.signing_key_file: /dev/null: holds no PKCS#8 private key (PEM \"PRIVATE KEY\")",
+        ],
+    ),
+    (
+        "assertion: key file unreadable",
+        &["assertion: {issuer: \"https://gw.test\", signing_key_file: keys/missing.pem}"],
+        &["assertion.signing_key_file: cannot read /etc/gw/keys/missing.pem: No such file or directory (os error 2)"],
+    ),
+    (
+        "assertion: key not usable",
+        &[concat!(
+            "assertion: {issuer: \"https://gw.test\", signing_key_file: ",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/assertion-p384.pem}"
+        )],
+        &[concat!(
+            "assertion.signing_key_file: ",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/assertion-p384.pem: is neither a P-256 (ES256) nor an Ed25519 (EdDSA) key"
+        )],
+    ),
+    (
+        "assertion: header the gateway manages",
+        &["routes[0].forward: {assertion: {header: X-Request-Id}}"],
+        &["routes[0].forward.assertion.header: \"X-Request-Id\" is a header the gateway manages itself"],
+    ),
+    (
+        "assertion: header already a claim header",
+        &["routes[0].forward: {claims: {sub: X-Sub}, assertion: {header: x-sub}}"],
+        &["routes[0].forward.assertion.header: \"x-sub\" is already a claim header of this route"],
+    ),
+    (
+        "assertion: header not a header name",
+        &["routes[0].forward: {assertion: {header: \"X Sub\"}}"],
+        &["routes[0].forward.assertion.header: \"X Sub\" is not a valid header name"],
+    ),
+    (
+        "assertion: ttl out of range",
+        &["routes[0].forward: {assertion: {ttl: 2h}}"],
+        &["routes[0].forward.assertion.ttl: must be from 1s to 1h"],
+    ),
+    (
+        "assertion: no signing key",
+        &["routes[0].forward: {assertion: {}}"],
+        &["routes[0].forward.assertion: needs a top-level assertion section (issuer, signing_key_file) to sign with"],
+    ),
     (
         "routes: forwarded claim bad header",
         &["routes[0].forward.claims: {sub: \"X Sub\"}"],
@@ -952,6 +1030,16 @@ const SOURCES: &[(&str, &str, &str)] = &[
         "sections",
         "src/config/compile/sections.rs",
         include_str!("sections.rs"),
+    ),
+    (
+        "traces",
+        "src/config/compile/traces.rs",
+        include_str!("traces.rs"),
+    ),
+    (
+        "assertion",
+        "src/config/compile/assertion.rs",
+        include_str!("assertion.rs"),
     ),
     (
         "binding",

@@ -1,6 +1,7 @@
 //! Turns the YAML document into a checked `Config`, collecting every error with its path. One
 //! file per section; this one walks the top level and holds what several sections share.
 
+mod assertion;
 mod binding;
 mod browser;
 #[cfg(test)]
@@ -9,6 +10,7 @@ mod providers;
 mod routes;
 mod sections;
 mod server;
+mod traces;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -65,8 +67,15 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
         base,
         &mut errors,
     );
+    let tracing = traces::tracing(&mut root.child("tracing", &mut errors), &mut errors);
+    let assertion =
+        assertion::assertion(&mut root.child("assertion", &mut errors), base, &mut errors);
     root.end(&mut errors);
-    if let (true, Some(server)) = (errors.0.is_empty(), &server) {
+    let clean = errors.0.is_empty();
+    if clean {
+        assertion::check_key_present(&routes, assertion.as_ref(), &mut errors);
+    }
+    if let (true, Some(server)) = (clean, &server) {
         binding::check_sections(
             server,
             &providers.compiled,
@@ -105,6 +114,8 @@ pub fn compile_str(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> 
                 revocation,
                 upstream_tls,
                 forward_auth,
+                tracing,
+                assertion,
                 warnings: warnings.0,
             })
         }

@@ -32,6 +32,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-request-id",
     "forwarded",
     "cookie",
+    "traceparent",
+    "tracestate",
     "dpop",
 ];
 /// `decisions_only_allowed`: a `forward_auth` section exists, so a route may omit `upstream`.
@@ -198,7 +200,8 @@ fn route(
 
     let auth = route_auth(f, providers, errors, warnings);
     let cors = super::browser::cors(&mut f.child("cors", errors), errors);
-    let (forward_claims, forward_token) = forward(&mut f.child("forward", errors), errors);
+    let (forward_claims, forward_token, assertion) =
+        forward(&mut f.child("forward", errors), errors);
     f.end(errors);
     if errors.0.len() > before {
         return None;
@@ -215,6 +218,7 @@ fn route(
         cors,
         forward_claims,
         forward_token,
+        assertion,
     })
 }
 
@@ -475,7 +479,10 @@ fn requirement(f: &mut Fields, errors: &mut Errors) -> Option<Requirement> {
     })
 }
 
-fn forward(f: &mut Fields, errors: &mut Errors) -> (Vec<ClaimHeader>, TokenForwarding) {
+fn forward(
+    f: &mut Fields,
+    errors: &mut Errors,
+) -> (Vec<ClaimHeader>, TokenForwarding, Option<AssertionForward>) {
     let mut claims = Vec::new();
     let mut seen = HashSet::new();
     for (claim, value, path) in f.entries("claims", errors).unwrap_or_default() {
@@ -523,6 +530,12 @@ fn forward(f: &mut Fields, errors: &mut Errors) -> (Vec<ClaimHeader>, TokenForwa
             TokenForwarding::Strip
         }
     };
+    let assertion = super::assertion::forward_assertion(
+        &mut f.child("assertion", errors),
+        &claims,
+        RESERVED_HEADERS,
+        errors,
+    );
     f.end(errors);
-    (claims, token)
+    (claims, token, assertion)
 }

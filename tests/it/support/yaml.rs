@@ -223,6 +223,7 @@ pub struct Route {
     upstream: String,
     auth: Auth,
     forward_token: bool,
+    assertion: Option<String>,
     forward_claims: Vec<(String, String)>,
     lines: Vec<String>,
 }
@@ -237,6 +238,7 @@ fn route(name: &str, prefix: &str, upstream: &str, auth: Auth) -> Route {
         upstream: upstream.into(),
         auth,
         forward_token: false,
+        assertion: None,
         forward_claims: Vec::new(),
         lines: Vec::new(),
     }
@@ -359,6 +361,12 @@ impl Route {
         self
     }
 
+    /// `forward.assertion`, as a flow map: `{header: X-Gateway-Assertion, ttl: 60s}`.
+    pub fn assertion(mut self, flow: &str) -> Route {
+        self.assertion = Some(flow.into());
+        self
+    }
+
     /// `forward.token: forward`: the upstream gets the `Authorization` header too.
     pub fn forward_token(mut self) -> Route {
         self.forward_token = true;
@@ -422,8 +430,11 @@ impl Display for Route {
                 }
             }
         }
-        if self.forward_token || !self.forward_claims.is_empty() {
+        if self.forward_token || !self.forward_claims.is_empty() || self.assertion.is_some() {
             writeln!(f, "    forward:")?;
+            if let Some(assertion) = &self.assertion {
+                writeln!(f, "      assertion: {assertion}")?;
+            }
             if self.forward_token {
                 writeln!(f, "      token: forward")?;
             }
