@@ -118,7 +118,8 @@ impl Default for TracingConfig {
         TracingConfig {
             traces_url: None,
             sample_ratio: 0.01,
-            export_timeout: crate::trace::DEFAULT_EXPORT_TIMEOUT,
+            // OpenTelemetry's default for one OTLP export.
+            export_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -129,7 +130,7 @@ impl Default for TracingConfig {
 pub struct AssertionConfig {
     pub issuer: String,
     pub signing_key_file: PathBuf,
-    pub key: Arc<crate::assertion::AssertionKey>,
+    pub key: Arc<crate::assertion::key::AssertionKey>,
 }
 
 /// `routes[].forward.assertion`: a JWT signed by the gateway, sent upstream in `header`.

@@ -11,7 +11,7 @@ mod export;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use http::header::{HeaderMap, HeaderValue};
@@ -299,6 +299,3 @@ pub enum ChildAttributes {
     /// The upstream's status code, or the kind of failure.
     Upstream { outcome: Result<u16, &'static str> },
 }
-
-/// How long the OTLP POST of one batch may take by default (OpenTelemetry's default).
-pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);

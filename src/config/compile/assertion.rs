@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 
-use crate::assertion::AssertionKey;
+use crate::assertion::key::AssertionKey;
 use crate::config::yaml::{Errors, Fields};
 use crate::config::{AssertionConfig, AssertionForward, ClaimHeader, RouteConfig};
 
