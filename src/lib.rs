@@ -27,6 +27,7 @@ mod logging;
 mod metrics;
 mod rules;
 mod server;
+mod signing_key;
 mod snapshot;
 mod tls;
 mod upstream;

@@ -130,7 +130,7 @@ impl Default for TracingConfig {
 pub struct AssertionConfig {
     pub issuer: String,
     pub signing_key_file: PathBuf,
-    pub key: Arc<crate::assertion::key::AssertionKey>,
+    pub key: Arc<crate::signing_key::AssertionKey>,
 }
 
 /// `routes[].forward.assertion`: a JWT signed by the gateway, sent upstream in `header`.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 
-use crate::assertion::key::AssertionKey;
 use crate::config::yaml::{Errors, Fields};
 use crate::config::{AssertionConfig, AssertionForward, ClaimHeader, RouteConfig};
+use crate::signing_key::AssertionKey;
 
 /// Longest `ttl` accepted: an assertion is a proof of the hop, not a session.
 const MAX_TTL: Duration = Duration::from_secs(3600);

@@ -10,8 +10,6 @@
 //! its `ttl` left), ~0.27 µs a request, in a bounded cache that a reload drops with the snapshot
 //! that holds it.
 
-pub(crate) mod key;
-
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -19,7 +17,7 @@ use http::header::HeaderValue;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-pub use key::{AssertionKey, KeyError};
+pub use crate::signing_key::{AssertionKey, KeyError};
 
 use crate::auth::cache::CachedToken;
 use crate::auth::token::unix_now;
@@ -201,8 +199,8 @@ impl Minter {
 
 #[cfg(test)]
 mod tests {
-    use super::key::b64;
     use super::*;
+    use crate::signing_key::b64;
     use aws_lc_rs::digest::{digest, SHA256};
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};

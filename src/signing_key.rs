@@ -1,5 +1,5 @@
 //! The gateway's own signing key for assertions: read from a PKCS#8 PEM, published as a JWK.
-//! A leaf: the config reads it at load without reaching the signer.
+//! A leaf: the config reads it at load without reaching the signer (`assertion`).
 
 use std::fmt;
 
@@ -44,7 +44,7 @@ impl fmt::Debug for AssertionKey {
     }
 }
 
-pub(super) fn b64(bytes: impl AsRef<[u8]>) -> String {
+pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -106,7 +106,7 @@ impl AssertionKey {
     }
 
     /// A compact JWS of `payload`.
-    pub(super) fn sign(&self, payload: &Value) -> Option<String> {
+    pub(crate) fn sign(&self, payload: &Value) -> Option<String> {
         let header = json!({"alg": self.alg(), "typ": "JWT", "kid": self.kid});
         let mut jws = format!("{}.{}", b64(header.to_string()), b64(payload.to_string()));
         let signature = match &self.pair {
