@@ -283,7 +283,13 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String
 /// RFC 7515 4.1.9: `typ` may omit the `application/` prefix, and media types are case-insensitive.
 pub(crate) fn media_type_eq(got: &str, expected: &str) -> bool {
     fn short(t: &str) -> &str {
-        if t.len() > 12 && t[..12].eq_ignore_ascii_case("application/") {
+        // Compared as bytes: a client's `typ` may hold a multi-byte character across byte 12,
+        // where slicing the str would panic. An ASCII prefix makes byte 12 a char boundary.
+        let prefixed = t
+            .as_bytes()
+            .get(..12)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/"));
+        if t.len() > 12 && prefixed {
             &t[12..]
         } else {
             t
@@ -295,6 +301,14 @@ pub(crate) fn media_type_eq(got: &str, expected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typ_with_a_multibyte_character_across_byte_12_is_compared_not_sliced() {
+        // Found by the dpop_proof fuzz target: slicing at byte 12 panicked.
+        assert!(!media_type_eq("f뮺뮺뮺뮺pop+jwt", "dpop+jwt"));
+        assert!(media_type_eq("Application/DPoP+JWT", "dpop+jwt"));
+        assert!(media_type_eq("JWT", "application/jwt"));
+    }
 
     fn b64(s: &str) -> String {
         URL_SAFE_NO_PAD.encode(s)
